@@ -1,1 +1,28 @@
+//! twin-runtime (`twinrt`): the supervised actor runtime of the Smart City Digital Twin of
+//! Martinique. Each sensor is a `ractor` actor stepping a pure twin model (crate `twins`);
+//! one sink actor per broker delivers its observations; supervisors (crate `supervision`)
+//! restart what fails without losing twin state.
+//!
+//! Modules, top-down:
+//! - [`runtime`]: builds the supervision tree (sinks first, then twins), owns shutdown.
+//! - [`config`]: the TOML configuration, every problem reported at once.
+//! - [`registry`]: twin states that readers see without messaging actors (dashmap).
+//! - [`sensor`]: the sensor actor and the district supervisors above it.
+//! - [`sinks`]: one actor per broker behind a bounded, counted queue; MQTT for now.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: the Prometheus metrics (`simulator_*`).
+//! - [`broker`]: the embedded MQTT broker of the default configuration.
+//! - [`telemetry`]: logging set-up.
 
+pub mod broker;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod registry;
+pub mod runtime;
+pub mod sensor;
+pub mod sinks;
+pub mod telemetry;
+
+pub use config::Config;
+pub use runtime::{run, Runtime};

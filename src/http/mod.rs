@@ -1,0 +1,81 @@
+//! The HTTP server (127.0.0.1:8001 by default). Endpoints:
+//!
+//! - `GET /metrics`: every metric in the Prometheus text format (version 0.0.4).
+//! - `GET /healthz`: `200 ok` while the process serves HTTP.
+//! - `GET /readyz`: `200 ready` when every sink has connected at least once and every twin
+//!   actor runs; otherwise `503` with the reasons, one per line.
+//!
+//! Handlers read shared state (metrics, registry, sink handles); they never message an
+//! actor, so a stuck actor cannot stall them.
+
+use std::future::Future;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::sinks::SinkSet;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub metrics: Metrics,
+    pub registry: Arc<Registry>,
+    pub sinks: SinkSet,
+    pub expected_twins: usize,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serve until `shutdown` resolves.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
+    if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    for h in s.sinks.handles() {
+        let up = h.stats.connected.load(std::sync::atomic::Ordering::Relaxed);
+        s.metrics.sink_connected.with_label_values(&[h.name.as_str()]).set(i64::from(up));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let mut reasons = Vec::new();
+    for h in s.sinks.handles() {
+        if !h.stats.ever_connected.load(std::sync::atomic::Ordering::Relaxed) {
+            let err = h.stats.last_error().map(|e| format!(": {}", e.0)).unwrap_or_default();
+            reasons.push(format!("sink {} ({}) has not connected yet{err}", h.name, h.target));
+        }
+    }
+    let running = s.metrics.twins_running.get();
+    if (running as usize) < s.expected_twins {
+        reasons.push(format!("{running} of {} twin actors running", s.expected_twins));
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready:\n{}\n", reasons.join("\n")))
+    }
+}
+
+async fn not_found() -> impl IntoResponse {
+    (StatusCode::NOT_FOUND, "not found: see /metrics, /healthz, /readyz\n")
+}

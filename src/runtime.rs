@@ -1,0 +1,347 @@
+//! Builds the supervision tree, downstream first, and owns graceful shutdown.
+//!
+//! ```text
+//! root (one-for-one)
+//! ├── sinks (one-for-one)         one actor per broker: MqttSink ...
+//! └── twins (one-for-one)
+//!     ├── district Fort-de-France  (one-for-one) sensor actors ...
+//!     └── district ...
+//! ```
+//! Shutdown: the twins supervisor is stopped first (no new observations), then the sinks
+//! get up to `runtime.shutdown_grace` to deliver what they hold, then the rest stops.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use ractor::{Actor, ActorRef};
+use supervision::{
+    Backoff, ChildSnapshot, ChildSpec, Intensity, Restart, Strategy, SupervisionObserver, Supervisor, SupervisorArgs,
+    SupervisorMsg, SupervisorSpec, SupervisorStats,
+};
+use tokio::task::JoinHandle;
+use twins::{SensorSpec, SimClock};
+
+use crate::config::{Config, SupervisionConfig};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::sensor::tree::{twins_supervisor, TwinsTree};
+use crate::sensor::{SensorContext, SensorMsg};
+use crate::sinks::mqtt::{MqttSink, MqttSinkArgs};
+use crate::sinks::{SinkHandle, SinkSet, SinkSnapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    EmbeddedBroker(String),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid supervision settings: {0}")]
+    Supervision(String),
+    #[error("the supervision tree failed to start: {0}")]
+    Spawn(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("the root supervisor gave up: {0}")]
+    RootFailed(String),
+}
+
+/// Every supervisor's shared view, by position in the tree.
+#[derive(Clone, Default)]
+pub struct SupervisionTree {
+    pub root: SupervisorStats,
+    pub sinks: SupervisorStats,
+    pub twins: TwinsTree,
+}
+
+/// What stayed undelivered at shutdown, per sink.
+#[derive(Debug, Clone)]
+pub struct ShutdownReport {
+    pub sinks: Vec<SinkSnapshot>,
+    /// Every sink delivered everything within the grace period.
+    pub flushed: bool,
+}
+
+/// A running twin runtime.
+pub struct Runtime {
+    config: Config,
+    metrics: Metrics,
+    registry: Arc<Registry>,
+    sinks: SinkSet,
+    sensors: Arc<DashMap<String, ActorRef<SensorMsg>>>,
+    tree: SupervisionTree,
+    root: ActorRef<SupervisorMsg>,
+    root_done: JoinHandle<()>,
+    http_addr: SocketAddr,
+    http_stop: tokio::sync::oneshot::Sender<()>,
+    http_task: JoinHandle<()>,
+}
+
+struct MetricsObserver {
+    metrics: Metrics,
+}
+
+impl SupervisionObserver for MetricsObserver {
+    fn child_restarted(&self, supervisor: &str, child: &ChildSnapshot) {
+        self.metrics.actor_restarts.with_label_values(&[child.kind.as_str()]).inc();
+        tracing::info!(supervisor, child = %child.id, kind = %child.kind, restarts = child.restarts, "restarted");
+    }
+
+    fn escalated(&self, supervisor: &str, reason: &str) {
+        tracing::error!(supervisor, reason, "restart intensity exceeded: escalating");
+    }
+}
+
+fn supervisor_spec(cfg: &SupervisionConfig, name: &str) -> Result<SupervisorSpec, StartError> {
+    let backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max, 2.0, 0.2)
+        .map_err(|e| StartError::Supervision(e.to_string()))?;
+    Ok(SupervisorSpec {
+        name: name.to_string(),
+        strategy: Strategy::OneForOne,
+        intensity: Intensity { max_restarts: cfg.max_restarts, within: cfg.within },
+        backoff,
+    })
+}
+
+impl Runtime {
+    /// Start everything the configuration describes. Returns once the tree is up and the
+    /// HTTP server listens (sinks may still be connecting).
+    pub async fn start(config: Config) -> Result<Runtime, StartError> {
+        let metrics = Metrics::new();
+        let registry = Registry::new();
+
+        if let Some(b) = &config.embedded_broker {
+            let listen = b.listen;
+            tokio::task::spawn_blocking(move || crate::broker::start_embedded(listen))
+                .await
+                .map_err(|e| StartError::EmbeddedBroker(e.to_string()))?
+                .map_err(StartError::EmbeddedBroker)?;
+        }
+
+        // Sinks: their queues exist before any sensor can emit.
+        let mut handles = Vec::new();
+        let mut sink_children = Vec::new();
+        for m in &config.sinks.mqtt {
+            let handle = SinkHandle::new(&m.name, "mqtt", m.url(), m.queue_capacity, &metrics);
+            metrics.sink_connected.with_label_values(&[m.name.as_str()]).set(0);
+            handles.push(handle.clone());
+            let cfg = m.clone();
+            sink_children.push(ChildSpec::new(format!("mqtt:{}", m.name), "sink", Restart::Permanent, move |sup| {
+                let args = MqttSinkArgs { handle: handle.clone(), config: cfg.clone() };
+                async move {
+                    let (actor, _) = Actor::spawn_linked(None, MqttSink, args, sup).await?;
+                    Ok(actor.get_cell())
+                }
+            }));
+        }
+        let sinks = SinkSet::new(handles);
+
+        // Twins: their state exists before any sensor actor starts.
+        let seed = config.runtime.seed;
+        for s in &config.sensors {
+            let spec = SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+            registry.ensure(spec, seed, s.interval);
+        }
+        let start = config.runtime.start.unwrap_or_else(chrono::Utc::now);
+        let clock = SimClock::new(start, config.runtime.speed).map_err(|e| StartError::Supervision(e.to_string()))?;
+        let sensors = Arc::new(DashMap::new());
+        let ctx = SensorContext {
+            registry: registry.clone(),
+            sinks: sinks.clone(),
+            clock,
+            real_start: tokio::time::Instant::now(),
+            metrics: metrics.clone(),
+            actors: sensors.clone(),
+        };
+
+        let observer: Arc<dyn SupervisionObserver> = Arc::new(MetricsObserver { metrics: metrics.clone() });
+        let sup_cfg = config.supervision.clone();
+        // Validated by the config already; checked once here for the error type.
+        supervisor_spec(&sup_cfg, "check")?;
+        let spec_of = move |name: &str| {
+            supervisor_spec(&sup_cfg, name).unwrap_or_else(|_| SupervisorSpec::new(name, Strategy::OneForOne))
+        };
+
+        let sinks_stats = SupervisorStats::default();
+        let sinks_sup = {
+            let spec = spec_of("sinks");
+            let stats = sinks_stats.clone();
+            let observer = observer.clone();
+            Supervisor::child_spec("sinks", "supervisor", Restart::Permanent, move || SupervisorArgs {
+                spec: spec.clone(),
+                children: sink_children.clone(),
+                observer: Some(observer.clone()),
+                stats: stats.clone(),
+            })
+        };
+        let (twins_sup, twins_tree) = twins_supervisor(&config.sensors, &ctx, &spec_of, observer.clone());
+
+        let root_stats = SupervisorStats::default();
+        let (root, root_done) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                spec: spec_of("root"),
+                children: vec![sinks_sup, twins_sup],
+                observer: Some(observer),
+                stats: root_stats.clone(),
+            },
+        )
+        .await
+        .map_err(|e| StartError::Spawn(e.to_string()))?;
+
+        let tree = SupervisionTree { root: root_stats, sinks: sinks_stats, twins: twins_tree };
+        let listener = tokio::net::TcpListener::bind(config.http.listen)
+            .await
+            .map_err(|source| StartError::Http { addr: config.http.listen, source });
+        let listener = match listener {
+            Ok(l) => l,
+            Err(e) => {
+                root.stop(Some("http failed".into()));
+                return Err(e);
+            }
+        };
+        let http_addr = listener.local_addr().map_err(|source| StartError::Http { addr: config.http.listen, source })?;
+        let state = http::AppState {
+            metrics: metrics.clone(),
+            registry: registry.clone(),
+            sinks: sinks.clone(),
+            expected_twins: config.sensors.len(),
+        };
+        let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
+        let http_task = tokio::spawn(http::serve(listener, state, async {
+            let _ = stop_rx.await;
+        }));
+        tracing::info!(
+            http = %http_addr,
+            sensors = config.sensors.len(),
+            sinks = sinks.handles().len(),
+            seed,
+            speed = config.runtime.speed,
+            "twinrt running"
+        );
+        Ok(Runtime {
+            config,
+            metrics,
+            registry,
+            sinks,
+            sensors,
+            tree,
+            root,
+            root_done,
+            http_addr,
+            http_stop,
+            http_task,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn sinks(&self) -> &SinkSet {
+        &self.sinks
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn supervision(&self) -> &SupervisionTree {
+        &self.tree
+    }
+
+    /// The live actor of a sensor, if it is running now.
+    pub fn sensor(&self, id: &str) -> Option<ActorRef<SensorMsg>> {
+        self.sensors.get(id).map(|a| a.clone())
+    }
+
+    /// The supervisors' snapshots by district name.
+    pub fn district_snapshots(&self) -> BTreeMap<String, supervision::SupervisorSnapshot> {
+        self.tree.twins.districts.iter().map(|(k, v)| (k.clone(), v.snapshot())).collect()
+    }
+
+    /// Has the root supervisor ended (it only does when it gave up)?
+    pub fn root_finished(&self) -> bool {
+        self.root_done.is_finished()
+    }
+
+    /// Stop sensors, let sinks flush for up to the grace period, then stop everything.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let grace = self.config.runtime.shutdown_grace;
+        tracing::info!(grace = ?grace, "shutting down: stopping sensors");
+        let stopped = self
+            .root
+            .call(|reply| SupervisorMsg::TerminateChild("twins".into(), Some(reply)), Some(Duration::from_secs(15)))
+            .await;
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, "the twins supervisor did not confirm its stop");
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut flushed = false;
+        loop {
+            if self.sinks.handles().iter().all(|h| h.is_drained()) {
+                flushed = true;
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sinks: Vec<SinkSnapshot> = self.sinks.handles().iter().map(|h| h.snapshot()).collect();
+        for s in &sinks {
+            if s.queue_len + s.in_flight > 0 {
+                tracing::warn!(sink = %s.name, queued = s.queue_len, in_flight = s.in_flight, "undelivered at shutdown");
+            }
+        }
+        self.root.stop(Some("shutdown".into()));
+        let mut root_done = self.root_done;
+        if tokio::time::timeout(Duration::from_secs(15), &mut root_done).await.is_err() {
+            tracing::warn!("the supervision tree did not stop within 15s");
+            root_done.abort();
+        }
+        let _ = self.http_stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
+        tracing::info!(flushed, "stopped");
+        ShutdownReport { sinks, flushed }
+    }
+}
+
+/// Run until `shutdown` resolves (then stop gracefully) or the root supervisor gives up.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<ShutdownReport, RunError> {
+    let mut rt = Runtime::start(config).await?;
+    tokio::pin!(shutdown);
+    let ended = tokio::select! {
+        () = &mut shutdown => None,
+        r = &mut rt.root_done => Some(r),
+    };
+    match ended {
+        None => Ok(rt.shutdown().await),
+        Some(r) => {
+            let reason = match (r, rt.tree.root.escalated()) {
+                (_, Some(f)) => f.reason,
+                (Err(e), None) => e.to_string(),
+                (Ok(()), None) => "stopped".to_string(),
+            };
+            let _ = rt.http_stop.send(());
+            Err(RunError::RootFailed(reason))
+        }
+    }
+}

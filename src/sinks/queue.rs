@@ -1,0 +1,342 @@
+//! What every sink shares, whatever its broker: the bounded queue in front of it, its
+//! delivery counters, and the handle through which sensors offer observations.
+//!
+//! The queue and counters live in a [`SinkHandle`] that outlives the sink actor: when the
+//! supervisor restarts a sink, the new actor finds the queue as the old one left it.
+//! Sensors never wait on a sink: [`SinkHandle::offer`] takes a short lock, drops the oldest
+//! entry when the queue is full (counted), and wakes the actor only if it is not already
+//! awake.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use prometheus::{Histogram, IntCounter};
+use ractor::ActorRef;
+use serde::Serialize;
+use twins::Observation;
+
+use super::SinkMsg;
+use crate::metrics::Metrics;
+
+/// An observation on its way to the sinks, shared by all of them.
+#[derive(Debug)]
+pub struct Envelope {
+    pub obs: Observation,
+    /// When the sensor emitted it (for emit-to-delivery latency).
+    pub emitted: Instant,
+}
+
+impl Envelope {
+    pub fn new(obs: Observation) -> Arc<Envelope> {
+        Arc::new(Envelope { obs, emitted: Instant::now() })
+    }
+}
+
+/// Delivery counters of one sink. The counters are the Prometheus series themselves, so
+/// the metrics endpoint and the inspection API can never disagree.
+pub struct SinkStats {
+    pub sent: IntCounter,
+    pub failed: IntCounter,
+    pub dropped: IntCounter,
+    pub retries: IntCounter,
+    pub latency: Histogram,
+    pub connected: AtomicBool,
+    pub ever_connected: AtomicBool,
+    last_success_ms: AtomicU64,
+    last_error: Mutex<Option<(String, u64)>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl SinkStats {
+    fn new(name: &str, metrics: &Metrics) -> SinkStats {
+        SinkStats {
+            sent: metrics.messages_sent.with_label_values(&[name]),
+            failed: metrics.messages_failed.with_label_values(&[name]),
+            dropped: metrics.messages_dropped.with_label_values(&[name]),
+            retries: metrics.messages_retried.with_label_values(&[name]),
+            latency: metrics.publish_latency.with_label_values(&[name]),
+            connected: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
+            last_success_ms: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// One message delivered (acknowledged by the broker where the protocol has acks).
+    pub fn delivered(&self, emitted: Instant) {
+        self.sent.inc();
+        self.latency.observe(emitted.elapsed().as_secs_f64());
+        self.last_success_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Relaxed);
+        if up {
+            self.ever_connected.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn record_error(&self, err: impl Into<String>) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some((err.into(), now_ms()));
+        }
+    }
+
+    pub fn last_error(&self) -> Option<(String, u64)> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn last_success_ms(&self) -> Option<u64> {
+        match self.last_success_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+}
+
+/// A point-in-time view of a sink, for the inspection API and tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct SinkSnapshot {
+    pub name: String,
+    pub kind: &'static str,
+    pub target: String,
+    pub connected: bool,
+    pub ever_connected: bool,
+    pub queue_len: usize,
+    pub queue_capacity: usize,
+    pub in_flight: usize,
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    pub last_error_at_unix_ms: Option<u64>,
+    pub last_success_at_unix_ms: Option<u64>,
+}
+
+/// The bounded queue of one sink, plus what it has handed to its client and not yet
+/// seen delivered (`in_flight`), so a restarted sink can take those back.
+pub struct SinkHandle {
+    pub name: String,
+    pub kind: &'static str,
+    /// Where it delivers (URL), for display.
+    pub target: String,
+    capacity: usize,
+    queue: Mutex<VecDeque<Arc<Envelope>>>,
+    in_flight: AtomicU64,
+    wake_pending: AtomicBool,
+    actor: RwLock<Option<ActorRef<SinkMsg>>>,
+    pub stats: SinkStats,
+    queue_gauge: prometheus::IntGauge,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a VecDeque half-updated in a way that
+    // matters here; keep serving rather than poisoning every sensor.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SinkHandle {
+    pub fn new(name: &str, kind: &'static str, target: String, capacity: usize, metrics: &Metrics) -> Arc<SinkHandle> {
+        Arc::new(SinkHandle {
+            name: name.to_string(),
+            kind,
+            target,
+            capacity: capacity.max(1),
+            queue: Mutex::new(VecDeque::new()),
+            in_flight: AtomicU64::new(0),
+            wake_pending: AtomicBool::new(false),
+            actor: RwLock::new(None),
+            stats: SinkStats::new(name, metrics),
+            queue_gauge: metrics.sink_queue_length.with_label_values(&[name]),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Offer an observation. Never blocks beyond a short lock; on overflow the oldest
+    /// queued entry is dropped and counted. Returns false when something was dropped.
+    pub fn offer(&self, env: Arc<Envelope>) -> bool {
+        let dropped = {
+            let mut q = lock(&self.queue);
+            let dropped = if q.len() >= self.capacity { q.pop_front().is_some() } else { false };
+            q.push_back(env);
+            self.queue_gauge.set(q.len() as i64);
+            dropped
+        };
+        if dropped {
+            self.stats.dropped.inc();
+        }
+        self.wake();
+        !dropped
+    }
+
+    /// Wake the sink actor unless a wake-up is already on its way.
+    pub fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            let actor = self.actor.read().ok().and_then(|a| a.clone());
+            match actor {
+                Some(a) => {
+                    if a.cast(SinkMsg::Pump).is_err() {
+                        self.wake_pending.store(false, Ordering::Release);
+                    }
+                }
+                // No actor right now (restarting): the next one pumps at start.
+                None => self.wake_pending.store(false, Ordering::Release),
+            }
+        }
+    }
+
+    /// Called by the actor when it starts pumping: later offers wake it again.
+    pub fn woken(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// Take up to `max` entries from the front of the queue.
+    pub fn take(&self, max: usize) -> Vec<Arc<Envelope>> {
+        let mut q = lock(&self.queue);
+        let n = max.min(q.len());
+        let out: Vec<_> = q.drain(..n).collect();
+        self.queue_gauge.set(q.len() as i64);
+        out
+    }
+
+    /// Take one entry from the front.
+    pub fn pop(&self) -> Option<Arc<Envelope>> {
+        let mut q = lock(&self.queue);
+        let e = q.pop_front();
+        self.queue_gauge.set(q.len() as i64);
+        e
+    }
+
+    /// Put entries back at the front (in their order), e.g. a send that did not go out or
+    /// in-flight messages of a lost connection. Beyond capacity the oldest are dropped.
+    pub fn requeue_front(&self, items: Vec<Arc<Envelope>>) {
+        if items.is_empty() {
+            return;
+        }
+        let mut dropped = 0;
+        {
+            let mut q = lock(&self.queue);
+            for e in items.into_iter().rev() {
+                q.push_front(e);
+            }
+            while q.len() > self.capacity {
+                q.pop_front();
+                dropped += 1;
+            }
+            self.queue_gauge.set(q.len() as i64);
+        }
+        if dropped > 0 {
+            self.stats.dropped.inc_by(dropped);
+        }
+    }
+
+    pub fn queue_len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    pub fn set_in_flight(&self, n: usize) {
+        self.in_flight.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed) as usize
+    }
+
+    /// Nothing queued and nothing awaiting acknowledgement.
+    pub fn is_drained(&self) -> bool {
+        self.queue_len() == 0 && self.in_flight() == 0
+    }
+
+    pub fn attach(&self, actor: Option<ActorRef<SinkMsg>>) {
+        if let Ok(mut a) = self.actor.write() {
+            *a = actor;
+        }
+    }
+
+    /// Forget the actor, unless another one has attached since.
+    pub fn detach(&self, id: ractor::ActorId) {
+        if let Ok(mut a) = self.actor.write() {
+            if a.as_ref().is_some_and(|r| r.get_id() == id) {
+                *a = None;
+            }
+        }
+    }
+
+    pub fn actor(&self) -> Option<ActorRef<SinkMsg>> {
+        self.actor.read().ok().and_then(|a| a.clone())
+    }
+
+    pub fn snapshot(&self) -> SinkSnapshot {
+        let err = self.stats.last_error();
+        SinkSnapshot {
+            name: self.name.clone(),
+            kind: self.kind,
+            target: self.target.clone(),
+            connected: self.stats.connected.load(Ordering::Relaxed),
+            ever_connected: self.stats.ever_connected.load(Ordering::Relaxed),
+            queue_len: self.queue_len(),
+            queue_capacity: self.capacity,
+            in_flight: self.in_flight(),
+            sent: self.stats.sent.get(),
+            failed: self.stats.failed.get(),
+            dropped: self.stats.dropped.get(),
+            retries: self.stats.retries.get(),
+            last_error_at_unix_ms: err.as_ref().map(|e| e.1),
+            last_error: err.map(|e| e.0),
+            last_success_at_unix_ms: self.stats.last_success_ms(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use twins::{GeoPoint, SensorKind};
+
+    fn env(seq: u64) -> Arc<Envelope> {
+        Envelope::new(Observation {
+            sensor_id: "s".into(),
+            kind: SensorKind::Noise,
+            seq,
+            observed_at: chrono::Utc::now(),
+            location: GeoPoint { lat: 14.6, lon: -61.0 },
+            district: "Fort-de-France".into(),
+            values: vec![50.0; SensorKind::Noise.quantities().len()],
+        })
+    }
+
+    #[test]
+    fn overflow_drops_oldest_and_counts() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 3, &m);
+        for s in 1..=5 {
+            h.offer(env(s));
+        }
+        assert_eq!(h.queue_len(), 3);
+        assert_eq!(h.stats.dropped.get(), 2);
+        let seqs: Vec<u64> = h.take(10).iter().map(|e| e.obs.seq).collect();
+        assert_eq!(seqs, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn requeue_keeps_order_and_bound() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 4, &m);
+        for s in 3..=5 {
+            h.offer(env(s));
+        }
+        h.requeue_front(vec![env(1), env(2)]);
+        assert_eq!(h.stats.dropped.get(), 1);
+        let seqs: Vec<u64> = h.take(10).iter().map(|e| e.obs.seq).collect();
+        assert_eq!(seqs, vec![2, 3, 4, 5]);
+    }
+}

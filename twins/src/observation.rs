@@ -1,0 +1,373 @@
+//! [`Observation`] and its MQTT JSON encoding.
+//!
+//! ```json
+//! {"id":"aq-fdf-01","type":"air-quality","seq":42,"observedAt":"2026-11-25T01:05:00Z",
+//!  "district":"Fort-de-France","location":{"lat":14.604,"lon":-61.067},
+//!  "values":{"pm10":31.2,"pm2_5":12.0,"no2":18.5,"h2s":0.0},
+//!  "units":{"pm10":"ug/m3","pm2_5":"ug/m3","no2":"ug/m3","h2s":"[ppm]"}}
+//! ```
+//! Values are reachable by JSON path (`$.values.pm10`), keys follow
+//! [`SensorKind::quantities`] order, units are UCUM codes. `observedAt` is RFC 3339 UTC with
+//! `Z`, in whole seconds when possible, else with 3, 6 or 9 fractional digits (the shortest
+//! exact form, so the encoding round-trips). The JSON Schema is `schema/observation.schema.json`.
+
+use crate::kind::{Quantity, SensorKind, UnknownKind};
+use crate::spec::GeoPoint;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt::Display;
+
+/// One reading of one sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    pub sensor_id: String,
+    pub kind: SensorKind,
+    pub seq: u64,
+    pub observed_at: DateTime<Utc>,
+    pub location: GeoPoint,
+    pub district: String,
+    /// Aligned with `kind.quantities()`: same order and length.
+    pub values: Vec<f64>,
+}
+
+/// Why an MQTT JSON payload is not a valid observation. Each message names the JSON path.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON at all (serde_json gives the line:column).
+    #[error("invalid observation JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{path}: missing field")]
+    MissingField { path: String },
+    #[error("{path}: unknown field")]
+    UnknownField { path: String },
+    #[error("{path}: expected {expected}, found {found}")]
+    WrongType {
+        path: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("$.type: {0}")]
+    UnknownType(#[from] UnknownKind),
+    #[error("$.id: {id:?} is not a valid sensor id (non-empty, no '/', '+' or '#')")]
+    InvalidId { id: String },
+    #[error("$.observedAt: {value:?} is not an RFC 3339 UTC timestamp ending in 'Z': {reason}")]
+    InvalidTimestamp { value: String, reason: String },
+    #[error("$.location.{field}: {value} is out of range")]
+    InvalidLocation { field: &'static str, value: f64 },
+    #[error("$.values.{name}: missing, required for a {kind} observation")]
+    MissingValue {
+        kind: SensorKind,
+        name: &'static str,
+    },
+    #[error("$.values.{name}: expected a number, found {found}")]
+    NotANumber { name: String, found: String },
+    #[error("$.values.{name}: not a quantity of a {kind} observation (expected {expected})")]
+    UnknownValue {
+        kind: SensorKind,
+        name: String,
+        expected: String,
+    },
+    #[error("$.units.{name}: expected {expected:?}, found {found}")]
+    UnitMismatch {
+        name: String,
+        expected: &'static str,
+        found: String,
+    },
+}
+
+impl Observation {
+    /// The value of the quantity called `name`, if this kind has it.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.kind
+            .quantity_index(name)
+            .and_then(|i| self.values.get(i).copied())
+    }
+
+    /// `(quantity, value)` pairs in quantity order.
+    pub fn measurements(&self) -> impl Iterator<Item = (&'static Quantity, f64)> + '_ {
+        self.kind
+            .quantities()
+            .iter()
+            .zip(self.values.iter().copied())
+    }
+
+    /// `city/sensors/{type}/{id}`.
+    pub fn mqtt_topic(&self) -> String {
+        format!("city/sensors/{}/{}", self.kind.as_str(), self.sensor_id)
+    }
+
+    /// The MQTT JSON payload (see the module documentation).
+    pub fn to_mqtt_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.write_mqtt_json(&mut out);
+        out
+    }
+
+    /// Appends the MQTT JSON payload to `out` (reuse one buffer across observations).
+    /// Non-finite values are written as `null`, which [`Observation::from_mqtt_json`] rejects.
+    pub fn write_mqtt_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"id\":");
+        push_json_str(out, &self.sensor_id);
+        out.extend_from_slice(b",\"type\":\"");
+        out.extend_from_slice(self.kind.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"seq\":");
+        push_display(out, self.seq);
+        out.extend_from_slice(b",\"observedAt\":\"");
+        out.extend_from_slice(format_timestamp(self.observed_at).as_bytes());
+        out.extend_from_slice(b"\",\"district\":");
+        push_json_str(out, &self.district);
+        out.extend_from_slice(b",\"location\":{\"lat\":");
+        push_number(out, self.location.lat);
+        out.extend_from_slice(b",\"lon\":");
+        push_number(out, self.location.lon);
+        out.extend_from_slice(b"},\"values\":{");
+        for (i, (q, v)) in self.measurements().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(q.name.as_bytes());
+            out.extend_from_slice(b"\":");
+            push_number(out, v);
+        }
+        out.extend_from_slice(b"},\"units\":{");
+        for (i, q) in self.kind.quantities().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(q.name.as_bytes());
+            out.extend_from_slice(b"\":");
+            push_json_str(out, q.unit);
+        }
+        out.extend_from_slice(b"}}");
+    }
+
+    /// Parses and validates an MQTT JSON payload. Strict: unknown fields, unknown or missing
+    /// values, non-numeric values and wrong units are errors; values outside their quantity's
+    /// range are accepted (injected faults produce them). `units` may be omitted.
+    pub fn from_mqtt_json(bytes: &[u8]) -> Result<Observation, DecodeError> {
+        let doc: Value = serde_json::from_slice(bytes)?;
+        let top = object(&doc, "$")?;
+        if let Some(key) = top.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
+            return Err(DecodeError::UnknownField {
+                path: format!("$.{key}"),
+            });
+        }
+        let kind: SensorKind = string(top, "$", "type")?.parse()?;
+        let id = string(top, "$", "id")?;
+        if id.is_empty() || id.contains(['/', '+', '#']) {
+            return Err(DecodeError::InvalidId { id: id.to_owned() });
+        }
+        let seq = match field(top, "$", "seq")? {
+            Value::Number(n) if n.as_u64().is_some_and(|s| s >= 1) => n.as_u64().unwrap_or(1),
+            other => return Err(wrong_type("$.seq", "an integer >= 1", other)),
+        };
+        let observed_at = parse_timestamp(string(top, "$", "observedAt")?)?;
+        let district = string(top, "$", "district")?.to_owned();
+        let location = object(field(top, "$", "location")?, "$.location")?;
+        if let Some(key) = location
+            .keys()
+            .find(|k| !matches!(k.as_str(), "lat" | "lon"))
+        {
+            return Err(DecodeError::UnknownField {
+                path: format!("$.location.{key}"),
+            });
+        }
+        let lat = coordinate(location, "lat", 90.0)?;
+        let lon = coordinate(location, "lon", 180.0)?;
+
+        let quantities = kind.quantities();
+        let expected = || {
+            quantities
+                .iter()
+                .map(|q| q.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let values_obj = object(field(top, "$", "values")?, "$.values")?;
+        if let Some(name) = values_obj.keys().find(|k| kind.quantity_index(k).is_none()) {
+            return Err(DecodeError::UnknownValue {
+                kind,
+                name: name.clone(),
+                expected: expected(),
+            });
+        }
+        let mut values = Vec::with_capacity(quantities.len());
+        for q in quantities {
+            let v = values_obj
+                .get(q.name)
+                .ok_or(DecodeError::MissingValue { kind, name: q.name })?;
+            let x =
+                v.as_f64()
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| DecodeError::NotANumber {
+                        name: q.name.to_owned(),
+                        found: json_type(v),
+                    })?;
+            values.push(x);
+        }
+        if let Some(units) = top.get("units") {
+            let units = object(units, "$.units")?;
+            if let Some(name) = units.keys().find(|k| kind.quantity_index(k).is_none()) {
+                return Err(DecodeError::UnknownValue {
+                    kind,
+                    name: name.clone(),
+                    expected: expected(),
+                });
+            }
+            for q in quantities {
+                match units.get(q.name) {
+                    Some(Value::String(u)) if u == q.unit => {}
+                    found => {
+                        return Err(DecodeError::UnitMismatch {
+                            name: q.name.to_owned(),
+                            expected: q.unit,
+                            found: found.map_or_else(|| "nothing".to_owned(), json_type),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(Observation {
+            sensor_id: id.to_owned(),
+            kind,
+            seq,
+            observed_at,
+            location: GeoPoint { lat, lon },
+            district,
+            values,
+        })
+    }
+}
+
+const TOP_LEVEL_FIELDS: [&str; 8] = [
+    "id",
+    "type",
+    "seq",
+    "observedAt",
+    "district",
+    "location",
+    "values",
+    "units",
+];
+
+fn wrong_type(path: &str, expected: &'static str, found: &Value) -> DecodeError {
+    DecodeError::WrongType {
+        path: path.to_owned(),
+        expected,
+        found: json_type(found),
+    }
+}
+
+fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, DecodeError> {
+    v.as_object()
+        .ok_or_else(|| wrong_type(path, "an object", v))
+}
+
+fn field<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    name: &str,
+) -> Result<&'a Value, DecodeError> {
+    obj.get(name).ok_or_else(|| DecodeError::MissingField {
+        path: format!("{parent}.{name}"),
+    })
+}
+
+fn string<'a>(
+    obj: &'a Map<String, Value>,
+    parent: &str,
+    name: &str,
+) -> Result<&'a str, DecodeError> {
+    let v = field(obj, parent, name)?;
+    v.as_str()
+        .ok_or_else(|| wrong_type(&format!("{parent}.{name}"), "a string", v))
+}
+
+fn coordinate(
+    location: &Map<String, Value>,
+    name: &'static str,
+    limit: f64,
+) -> Result<f64, DecodeError> {
+    let v = field(location, "$.location", name)?;
+    let x = v
+        .as_f64()
+        .ok_or_else(|| wrong_type(&format!("$.location.{name}"), "a number", v))?;
+    if (-limit..=limit).contains(&x) {
+        Ok(x)
+    } else {
+        Err(DecodeError::InvalidLocation {
+            field: name,
+            value: x,
+        })
+    }
+}
+
+fn format_timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, DecodeError> {
+    let invalid = |reason: String| DecodeError::InvalidTimestamp {
+        value: value.to_owned(),
+        reason,
+    };
+    if !value.ends_with('Z') {
+        return Err(invalid("the offset must be 'Z' (UTC)".to_owned()));
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| invalid(e.to_string()))
+}
+
+fn json_type(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean {b}"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+fn push_display(out: &mut Vec<u8>, v: impl Display) {
+    use std::io::Write as _;
+    // Writing into a Vec<u8> cannot fail.
+    let _ = write!(out, "{v}");
+}
+
+/// Shortest decimal that parses back to the same `f64` (Rust's `Display`), `null` if not finite.
+fn push_number(out: &mut Vec<u8>, v: f64) {
+    if v.is_finite() {
+        let start = out.len();
+        push_display(out, v);
+        // Keep the JSON number a float ("12.0", not "12") as in the documented example.
+        if !out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            out.extend_from_slice(b".0");
+        }
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if u32::from(c) < 0x20 => push_display(out, format_args!("\\u{:04x}", u32::from(c))),
+            c => {
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
