@@ -3,19 +3,19 @@
 //!
 //! Delivery: the actor moves observations from its bounded [`SinkHandle`] queue to the
 //! rumqttc client only while connected, and only as far as the client's small request
-//! channel takes them (`try_publish`, never awaiting). Its I/O task drives the rumqttc
-//! event loop and tracks every publish from hand-off to acknowledgement (QoS 1/2) or
-//! write (QoS 0) in an [`InFlight`] ledger. When the connection is lost and the broker
-//! has no session to resume, everything unacknowledged goes back to the front of the
-//! queue and is sent again (at least once; counted as retries). The I/O task reconnects
-//! with capped exponential backoff.
+//! channel takes them (`try_publish`, never awaiting). The I/O task owns the connection:
+//! each connection gets a fresh client and an in-flight ledger that tracks every publish
+//! from hand-off to acknowledgement (QoS 1/2) or write (QoS 0). When a connection ends,
+//! the task drops the event loop, then puts everything unacknowledged back at the front of
+//! the queue, to be sent again on the next connection (at least once; counted as retries),
+//! and reconnects with capped exponential backoff and jitter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use rumqttc::{AsyncClient, ClientError, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration, Transport};
 use tokio::task::JoinHandle;
 
 use super::queue::{Envelope, SinkHandle};
@@ -37,12 +37,22 @@ pub struct MqttSinkArgs {
 pub struct MqttSinkState {
     handle: Arc<SinkHandle>,
     config: MqttSinkConfig,
-    client: AsyncClient,
-    ledger: Arc<Mutex<InFlight>>,
+    /// The live connection, set and cleared by the I/O task.
+    current: Arc<Mutex<Option<Connection>>>,
     io: JoinHandle<()>,
     connected: bool,
     retry_scheduled: bool,
     actor_id: ractor::ActorId,
+}
+
+/// One connection: its own client (and so its own request channel) and its own ledger.
+/// When the connection ends, the I/O task drops the event loop first (so the client takes
+/// nothing more), then gives everything in the ledger back to the queue: nothing handed to
+/// a dead connection can be forgotten, and no stale request can be mistaken for a new one.
+#[derive(Clone)]
+struct Connection {
+    client: AsyncClient,
+    ledger: Arc<Mutex<InFlight>>,
 }
 
 /// Publishes handed to the client and not yet known delivered, in order.
@@ -61,14 +71,14 @@ impl InFlight {
 
     /// Everything unacknowledged, oldest first.
     fn take_all(&mut self) -> Vec<Arc<Envelope>> {
-        let mut acked_wait: Vec<Arc<Envelope>> = self.by_pkid.drain().map(|(_, e)| e).collect();
-        acked_wait.sort_by_key(|e| e.emitted);
-        acked_wait.extend(self.handed.drain(..));
-        acked_wait
+        let mut waiting: Vec<Arc<Envelope>> = self.by_pkid.drain().map(|(_, e)| e).collect();
+        waiting.sort_by_key(|e| e.emitted);
+        waiting.extend(self.handed.drain(..));
+        waiting
     }
 }
 
-fn lock(m: &Mutex<InFlight>) -> MutexGuard<'_, InFlight> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -78,6 +88,16 @@ fn qos(level: u8) -> QoS {
         2 => QoS::ExactlyOnce,
         _ => QoS::AtLeastOnce,
     }
+}
+
+/// rumqttc's default packet limit (10 KiB) is small for a broker's replies; ours are ~400 B.
+const MAX_PACKET: usize = 256 * 1024;
+
+/// rustls needs a process-wide crypto provider when more than one is compiled in (as in
+/// test builds, where reqwest brings `ring` beside rumqttc's `aws-lc-rs`): pick aws-lc-rs.
+pub fn install_crypto_provider() {
+    // Fails only when a provider is already installed, which is what we want.
+    let _ = rumqttc::tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// Build the rumqttc options of a sink, reading its TLS files.
@@ -90,7 +110,9 @@ pub fn mqtt_options(cfg: &MqttSinkConfig) -> Result<MqttOptions, String> {
     if let (Some(u), p) = (&cfg.username, &cfg.password) {
         opts.set_credentials(u.clone(), p.clone().unwrap_or_default());
     }
+    opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
     if cfg.tls {
+        install_crypto_provider();
         let ca = match &cfg.ca_file {
             Some(path) => std::fs::read(path).map_err(|e| format!("sink {}: cannot read ca_file {}: {e}", cfg.name, path.display()))?,
             None => return Err(format!("sink {}: mqtts:// needs a ca_file", cfg.name)),
@@ -115,11 +137,10 @@ impl Actor for MqttSink {
     async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: MqttSinkArgs) -> Result<MqttSinkState, ActorProcessingErr> {
         let MqttSinkArgs { handle, config } = args;
         let opts = mqtt_options(&config)?;
-        let (client, eventloop) = AsyncClient::new(opts, REQUEST_CHANNEL);
-        let ledger = Arc::new(Mutex::new(InFlight::default()));
+        let current = Arc::new(Mutex::new(None));
         let actor_id = myself.get_id();
-        let io = tokio::spawn(drive(eventloop, myself, handle.clone(), ledger.clone(), config.clone()));
-        Ok(MqttSinkState { handle, config, client, ledger, io, connected: false, retry_scheduled: false, actor_id })
+        let io = tokio::spawn(drive(opts, myself, handle.clone(), current.clone(), config.clone()));
+        Ok(MqttSinkState { handle, config, current, io, connected: false, retry_scheduled: false, actor_id })
     }
 
     async fn post_start(&self, myself: ActorRef<SinkMsg>, state: &mut MqttSinkState) -> Result<(), ActorProcessingErr> {
@@ -137,15 +158,6 @@ impl Actor for MqttSink {
                 tracing::info!(sink = %state.config.name, url = %state.config.url(), session_present, "connected");
                 state.connected = true;
                 state.handle.stats.set_connected(true);
-                if !session_present {
-                    // The broker resends nothing of the old session: take back what was not acknowledged.
-                    let lost = lock(&state.ledger).take_all();
-                    if !lost.is_empty() {
-                        state.handle.stats.retries.inc_by(lost.len() as u64);
-                        state.handle.requeue_front(lost);
-                    }
-                    state.handle.set_in_flight(0);
-                }
                 state.pump(&myself);
             }
             SinkMsg::Connection(ConnectionEvent::Disconnected(reason)) => {
@@ -164,7 +176,10 @@ impl Actor for MqttSink {
     async fn post_stop(&self, _myself: ActorRef<SinkMsg>, state: &mut MqttSinkState) -> Result<(), ActorProcessingErr> {
         // A graceful stop: let the I/O task write the DISCONNECT, but never wait long for a
         // dead broker. The rest of the clean-up is in `Drop`, which also runs after a panic.
-        let _ = state.client.try_disconnect();
+        let conn = lock(&state.current).clone();
+        if let Some(conn) = conn {
+            let _ = conn.client.try_disconnect();
+        }
         let _ = tokio::time::timeout(Duration::from_millis(500), &mut state.io).await;
         Ok(())
     }
@@ -177,8 +192,10 @@ impl Drop for MqttSinkState {
         self.io.abort();
         self.handle.detach(self.actor_id);
         self.handle.stats.set_connected(false);
-        let pending = lock(&self.ledger).take_all();
-        self.handle.requeue_front(pending);
+        if let Some(conn) = lock(&self.current).take() {
+            let pending = lock(&conn.ledger).take_all();
+            self.handle.requeue_front(pending);
+        }
         self.handle.set_in_flight(0);
     }
 }
@@ -190,6 +207,7 @@ impl MqttSinkState {
         if !self.connected {
             return;
         }
+        let Some(conn) = lock(&self.current).clone() else { return };
         let q = qos(self.config.qos);
         let mut buf = Vec::with_capacity(512);
         for _ in 0..PUMP_BATCH {
@@ -197,22 +215,17 @@ impl MqttSinkState {
             let topic = format!("{}/{}/{}", self.config.topic_prefix, env.obs.kind.as_str(), env.obs.sensor_id);
             buf.clear();
             env.obs.write_mqtt_json(&mut buf);
-            let mut ledger = lock(&self.ledger);
+            let mut ledger = lock(&conn.ledger);
             ledger.handed.push_back(env);
-            match self.client.try_publish(topic, q, false, buf.clone()) {
-                Ok(()) => {
-                    self.handle.set_in_flight(ledger.len());
-                }
-                Err(e) => {
+            match conn.client.try_publish(topic, q, false, buf.clone()) {
+                Ok(()) => self.handle.set_in_flight(ledger.len()),
+                Err(_) => {
+                    // Full (try again shortly) or closed (the I/O task reports the loss).
                     let env = ledger.handed.pop_back();
                     drop(ledger);
                     if let Some(env) = env {
                         self.handle.requeue_front(vec![env]);
                     }
-                    if let ClientError::Request(_) = e {
-                        tracing::error!(sink = %self.config.name, "MQTT client closed");
-                    }
-                    // The client is full: try again shortly.
                     self.schedule_retry(myself);
                     return;
                 }
@@ -230,55 +243,65 @@ impl MqttSinkState {
     }
 }
 
-/// Drive the rumqttc event loop: report connection changes to the actor, account for
-/// every publish in the ledger, and reconnect with capped exponential backoff.
+/// Connect, drive the rumqttc event loop, account for every publish in the connection's
+/// ledger; when the connection ends, give back what it did not deliver and reconnect with
+/// capped exponential backoff and jitter.
 async fn drive(
-    mut eventloop: EventLoop,
+    opts: MqttOptions,
     actor: ActorRef<SinkMsg>,
     handle: Arc<SinkHandle>,
-    ledger: Arc<Mutex<InFlight>>,
+    current: Arc<Mutex<Option<Connection>>>,
     cfg: MqttSinkConfig,
 ) {
     let mut delay = cfg.reconnect_min;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                delay = cfg.reconnect_min;
-                let event = ConnectionEvent::Connected { session_present: ack.session_present };
-                if actor.cast(SinkMsg::Connection(event)).is_err() {
-                    return;
-                }
-            }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                let mut l = lock(&ledger);
-                if cfg.qos == 0 {
-                    if let Some(env) = l.handed.pop_front() {
-                        handle.stats.delivered(env.emitted);
+        let (client, mut eventloop) = AsyncClient::new(opts.clone(), REQUEST_CHANNEL);
+        let ledger = Arc::new(Mutex::new(InFlight::default()));
+        let reason = loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    delay = cfg.reconnect_min;
+                    *lock(&current) = Some(Connection { client: client.clone(), ledger: ledger.clone() });
+                    let event = ConnectionEvent::Connected { session_present: ack.session_present };
+                    if actor.cast(SinkMsg::Connection(event)).is_err() {
+                        return;
                     }
-                } else if l.by_pkid.contains_key(&pkid) {
-                    // A retransmission of an unacknowledged publish (resumed session).
-                    handle.stats.retries.inc();
-                } else if let Some(env) = l.handed.pop_front() {
-                    l.by_pkid.insert(pkid, env);
                 }
-                handle.set_in_flight(l.len());
-            }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => complete(&ledger, &handle, ack.pkid),
-            Ok(Event::Incoming(Packet::PubComp(comp))) => complete(&ledger, &handle, comp.pkid),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
-                // Our own DISCONNECT (shutdown): nothing more to do.
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let reason = e.to_string();
-                if actor.cast(SinkMsg::Connection(ConnectionEvent::Disconnected(reason))).is_err() {
-                    return;
+                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    let mut l = lock(&ledger);
+                    if cfg.qos == 0 {
+                        if let Some(env) = l.handed.pop_front() {
+                            handle.stats.delivered(env.emitted);
+                        }
+                    } else if let Some(env) = l.handed.pop_front() {
+                        l.by_pkid.insert(pkid, env);
+                    }
+                    handle.set_in_flight(l.len());
                 }
-                tokio::time::sleep(jitter(delay)).await;
-                delay = (delay * 2).min(cfg.reconnect_max);
+                Ok(Event::Incoming(Packet::PubAck(ack))) => complete(&ledger, &handle, ack.pkid),
+                Ok(Event::Incoming(Packet::PubComp(comp))) => complete(&ledger, &handle, comp.pkid),
+                // Our own DISCONNECT (shutdown): the actor is stopping.
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+                Ok(_) => {}
+                Err(e) => break e.to_string(),
             }
+        };
+        // The connection is over: nothing more can be handed to it once the event loop
+        // (the receiving end of the client's channel) is gone.
+        *lock(&current) = None;
+        drop(eventloop);
+        drop(client);
+        let lost = lock(&ledger).take_all();
+        if !lost.is_empty() {
+            handle.stats.retries.inc_by(lost.len() as u64);
+            handle.requeue_front(lost);
         }
+        handle.set_in_flight(0);
+        if actor.cast(SinkMsg::Connection(ConnectionEvent::Disconnected(reason))).is_err() {
+            return;
+        }
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(cfg.reconnect_max);
     }
 }
 
