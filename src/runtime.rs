@@ -150,7 +150,11 @@ impl Runtime {
             let spec = SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
             registry.ensure(spec, seed, s.interval);
         }
-        let start = config.runtime.start.unwrap_or_else(chrono::Utc::now);
+        // Whole seconds: observation times then read cleanly (offsets are whole milliseconds).
+        let start = config.runtime.start.unwrap_or_else(|| {
+            let now = chrono::Utc::now();
+            chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
+        });
         let clock = SimClock::new(start, config.runtime.speed).map_err(|e| StartError::Supervision(e.to_string()))?;
         let sensors = Arc::new(DashMap::new());
         let ctx = SensorContext {

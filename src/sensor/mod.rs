@@ -85,8 +85,9 @@ pub fn phase_offset(id: &str, interval: Duration) -> Duration {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    let nanos = interval.as_nanos().max(1);
-    Duration::from_nanos((u128::from(h) % nanos) as u64)
+    // Whole milliseconds, so that observation times read cleanly.
+    let millis = interval.as_millis().max(1);
+    Duration::from_millis((u128::from(h) % millis) as u64)
 }
 
 impl SensorState {
