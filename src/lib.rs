@@ -4,6 +4,7 @@
 //! restart what fails without losing twin state.
 //!
 //! Modules, top-down:
+//! - [`actors`]: the directory of every actor (path, kind, mailbox counters, live cell).
 //! - [`runtime`]: builds the supervision tree (sinks first, then twins), owns shutdown.
 //! - [`config`]: the TOML configuration, every problem reported at once.
 //! - [`registry`]: twin states that readers see without messaging actors (dashmap).
@@ -14,6 +15,7 @@
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
 //! - [`telemetry`]: logging set-up.
 
+pub mod actors;
 pub mod broker;
 pub mod config;
 pub mod http;

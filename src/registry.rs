@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::Serialize;
-use twins::{Observation, SensorSpec, Twin};
+use twins::{SensorSpec, Twin};
 
 use crate::sinks::Envelope;
 
@@ -28,7 +28,8 @@ pub struct TwinView {
     pub spec: SensorSpec,
     pub seq: u64,
     pub state: twins::ModelState,
-    pub last_observation: Option<Observation>,
+    /// The last observation, in its MQTT JSON encoding.
+    pub last_observation: Option<serde_json::Value>,
     pub interval_ms: u64,
 }
 
@@ -69,7 +70,7 @@ impl Registry {
             spec: e.twin.spec().clone(),
             seq: e.twin.seq(),
             state: e.twin.state().clone(),
-            last_observation: e.last.as_ref().map(|l| l.obs.clone()),
+            last_observation: e.last.as_ref().and_then(|l| serde_json::from_slice(&l.obs.to_mqtt_json()).ok()),
             interval_ms: e.interval.as_millis() as u64,
         })
     }

@@ -25,14 +25,18 @@ use supervision::{
 use tokio::task::JoinHandle;
 use twins::{SensorSpec, SimClock};
 
+use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::{Config, SupervisionConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::sensor::tree::{twins_supervisor, TwinsTree};
+use crate::sensor::tree::{supervisor_child, twins_supervisor, TwinsTree};
 use crate::sensor::{SensorContext, SensorMsg};
 use crate::sinks::mqtt::{MqttSink, MqttSinkArgs};
 use crate::sinks::{SinkHandle, SinkSet, SinkSnapshot};
+
+/// How often the sinks' counters are sampled for their windowed counts.
+const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -80,6 +84,8 @@ pub struct Runtime {
     tree: SupervisionTree,
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
+    directory: Arc<Directory>,
+    sampler: JoinHandle<()>,
     http_addr: SocketAddr,
     http_stop: tokio::sync::oneshot::Sender<()>,
     http_task: JoinHandle<()>,
@@ -126,6 +132,29 @@ impl Runtime {
                 .map_err(StartError::EmbeddedBroker)?;
         }
 
+        // The directory of every actor, built with the tree.
+        let mut dir = Directory::default();
+        let root_stats = SupervisorStats::default();
+        let sinks_stats = SupervisorStats::default();
+        let root_entry = dir.add(ActorEntry::new(
+            "root".into(),
+            "root".into(),
+            ActorKind::Supervisor,
+            None,
+            None,
+            Some(root_stats.clone()),
+            Arc::default(),
+        ));
+        let sinks_entry = dir.add(ActorEntry::new(
+            "root/sinks".into(),
+            "sinks".into(),
+            ActorKind::Supervisor,
+            Some("root".into()),
+            Some(root_stats.clone()),
+            Some(sinks_stats.clone()),
+            Arc::default(),
+        ));
+
         // Sinks: their queues exist before any sensor can emit.
         let mut handles = Vec::new();
         let mut sink_children = Vec::new();
@@ -133,9 +162,19 @@ impl Runtime {
             let handle = SinkHandle::new(&m.name, "mqtt", m.url(), m.queue_capacity, &metrics);
             metrics.sink_connected.with_label_values(&[m.name.as_str()]).set(0);
             handles.push(handle.clone());
+            let id = format!("mqtt:{}", m.name);
+            let entry = dir.add(ActorEntry::new(
+                format!("root/sinks/{id}"),
+                id.clone(),
+                ActorKind::Sink,
+                Some("root/sinks".into()),
+                Some(sinks_stats.clone()),
+                None,
+                handle.mailbox.clone(),
+            ));
             let cfg = m.clone();
-            sink_children.push(ChildSpec::new(format!("mqtt:{}", m.name), "sink", Restart::Permanent, move |sup| {
-                let args = MqttSinkArgs { handle: handle.clone(), config: cfg.clone() };
+            sink_children.push(ChildSpec::new(id, "sink", Restart::Permanent, move |sup| {
+                let args = MqttSinkArgs { handle: handle.clone(), config: cfg.clone(), entry: entry.clone() };
                 async move {
                     let (actor, _) = Actor::spawn_linked(None, MqttSink, args, sup).await?;
                     Ok(actor.get_cell())
@@ -174,21 +213,21 @@ impl Runtime {
             supervisor_spec(&sup_cfg, name).unwrap_or_else(|_| SupervisorSpec::new(name, Strategy::OneForOne))
         };
 
-        let sinks_stats = SupervisorStats::default();
         let sinks_sup = {
             let spec = spec_of("sinks");
             let stats = sinks_stats.clone();
             let observer = observer.clone();
-            Supervisor::child_spec("sinks", "supervisor", Restart::Permanent, move || SupervisorArgs {
+            supervisor_child(sinks_entry, move || SupervisorArgs {
                 spec: spec.clone(),
                 children: sink_children.clone(),
                 observer: Some(observer.clone()),
                 stats: stats.clone(),
             })
         };
-        let (twins_sup, twins_tree) = twins_supervisor(&config.sensors, &ctx, &spec_of, observer.clone());
+        let (twins_sup, twins_tree) =
+            twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
+        let directory = Arc::new(dir);
 
-        let root_stats = SupervisorStats::default();
         let (root, root_done) = Actor::spawn(
             None,
             Supervisor,
@@ -201,6 +240,19 @@ impl Runtime {
         )
         .await
         .map_err(|e| StartError::Spawn(e.to_string()))?;
+        root_entry.attach(root.get_cell());
+
+        // Sample the sinks' counters for their 1 min / 1 h windows.
+        let sampled = sinks.clone();
+        let sampler = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                tick.tick().await;
+                for h in sampled.handles() {
+                    h.stats.sample();
+                }
+            }
+        });
 
         let tree = SupervisionTree { root: root_stats, sinks: sinks_stats, twins: twins_tree };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
@@ -218,6 +270,7 @@ impl Runtime {
             metrics: metrics.clone(),
             registry: registry.clone(),
             sinks: sinks.clone(),
+            directory: directory.clone(),
             expected_twins: config.sensors.len(),
         };
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
@@ -241,6 +294,8 @@ impl Runtime {
             tree,
             root,
             root_done,
+            directory,
+            sampler,
             http_addr,
             http_stop,
             http_task,
@@ -269,6 +324,11 @@ impl Runtime {
 
     pub fn supervision(&self) -> &SupervisionTree {
         &self.tree
+    }
+
+    /// Every actor of the tree, by path.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
     }
 
     /// The live actor of a sensor, if it is running now.
@@ -321,6 +381,7 @@ impl Runtime {
             tracing::warn!("the supervision tree did not stop within 15s");
             root_done.abort();
         }
+        self.sampler.abort();
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
         tracing::info!(flushed, "stopped");
@@ -344,6 +405,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<S
                 (Err(e), None) => e.to_string(),
                 (Ok(()), None) => "stopped".to_string(),
             };
+            rt.sampler.abort();
             let _ = rt.http_stop.send(());
             Err(RunError::RootFailed(reason))
         }

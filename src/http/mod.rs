@@ -4,9 +4,13 @@
 //! - `GET /healthz`: `200 ok` while the process serves HTTP.
 //! - `GET /readyz`: `200 ready` when every sink has connected at least once and every twin
 //!   actor runs; otherwise `503` with the reasons, one per line.
+//! - `/api/v1/...`: the inspection API ([`api`]), documented in `src/http/openapi.json`
+//!   (served at `/api/v1/openapi.json`).
 //!
-//! Handlers read shared state (metrics, registry, sink handles); they never message an
-//! actor, so a stuck actor cannot stall them.
+//! Handlers read shared state (metrics, registry, sink handles, the actor directory); the
+//! only message to an actor is a liveness ping bounded by a deadline.
+
+pub mod api;
 
 use std::future::Future;
 
@@ -17,6 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
 
+use crate::actors::Directory;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sinks::SinkSet;
@@ -26,6 +31,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub registry: Arc<Registry>,
     pub sinks: SinkSet,
+    pub directory: Arc<Directory>,
     pub expected_twins: usize,
 }
 
@@ -34,6 +40,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/api/v1/actors", get(api::actors))
+        .route("/api/v1/actors/{*path}", get(api::actor))
+        .route("/api/v1/twins", get(api::twins))
+        .route("/api/v1/twins.geojson", get(api::twins_geojson))
+        .route("/api/v1/twins/{id}", get(api::twin))
+        .route("/api/v1/sinks", get(api::sinks))
+        .route("/api/v1/events", get(api::events))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .fallback(not_found)
         .with_state(state)
 }
@@ -76,6 +90,6 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, "not found: see /metrics, /healthz, /readyz\n")
+async fn not_found() -> api::ApiError {
+    api::ApiError::not_found("no such endpoint: see /api/v1/openapi.json")
 }

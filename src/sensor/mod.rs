@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use twins::SimClock;
 
+use crate::actors::ActorEntry;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sinks::SinkSet;
@@ -46,6 +47,8 @@ pub enum SensorMsg {
     Panic(String),
     /// Return an error from the handler (fault injection).
     Fail(String),
+    /// Answer (the inspection API's liveness check).
+    Ping(ractor::RpcReplyPort<()>),
 }
 
 pub struct SensorActor;
@@ -54,6 +57,8 @@ pub struct SensorArgs {
     pub id: String,
     pub interval: Duration,
     pub ctx: SensorContext,
+    /// Its entry in the actor directory (mailbox counters, live cell).
+    pub entry: Arc<ActorEntry>,
 }
 
 pub struct SensorState {
@@ -61,6 +66,7 @@ pub struct SensorState {
     interval: Duration,
     offset: Duration,
     ctx: SensorContext,
+    entry: Arc<ActorEntry>,
     timer: Option<JoinHandle<()>>,
     running_gauge: prometheus::IntGauge,
     generated: prometheus::IntCounter,
@@ -120,6 +126,7 @@ impl Actor for SensorActor {
             id: args.id,
             interval: args.interval,
             ctx: args.ctx,
+            entry: args.entry,
             timer: None,
             running_gauge,
             generated,
@@ -133,11 +140,15 @@ impl Actor for SensorActor {
         let first_due = state.ctx.real_start + state.due_offset(next);
         let interval = state.interval;
         state.ctx.actors.insert(state.id.clone(), myself.clone());
+        state.entry.attach(myself.get_cell());
+        let mailbox = state.entry.mailbox.clone();
         state.timer = Some(tokio::spawn(async move {
             let mut due = first_due;
             loop {
                 tokio::time::sleep_until(due).await;
+                mailbox.enqueue();
                 if myself.cast(SensorMsg::Tick).is_err() {
+                    mailbox.unenqueue();
                     return; // the actor is gone
                 }
                 due += interval;
@@ -147,6 +158,7 @@ impl Actor for SensorActor {
     }
 
     async fn handle(&self, _myself: ActorRef<SensorMsg>, msg: SensorMsg, state: &mut SensorState) -> Result<(), ActorProcessingErr> {
+        state.entry.mailbox.handled();
         match msg {
             SensorMsg::Tick => {
                 let env = state.ctx.registry.step(&state.id, |n| state.observed_at(n));
@@ -160,6 +172,9 @@ impl Actor for SensorActor {
             }
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id),
             SensorMsg::Fail(reason) => return Err(format!("fault injected into sensor {}: {reason}", state.id).into()),
+            SensorMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }

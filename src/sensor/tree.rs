@@ -1,14 +1,17 @@
 //! The supervision tree's twins half: a twins supervisor with one district supervisor
-//! per district, each supervising that district's sensor actors (one-for-one).
+//! per district, each supervising that district's sensor actors (one-for-one). Every actor
+//! gets its entry in the [`Directory`] as the tree is built.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
-use ractor::Actor;
+use ractor::{Actor, ActorCell, SpawnErr};
 use supervision::{ChildSpec, Restart, Supervisor, SupervisorArgs, SupervisorSpec, SupervisionObserver, SupervisorStats};
 
 use super::{SensorActor, SensorArgs, SensorContext};
-use crate::config::{slug, SensorConfig};
+use crate::actors::{ActorEntry, ActorKind, Directory};
+use crate::config::SensorConfig;
 
 /// The supervisors' shared views, for readers (inspection, tests).
 #[derive(Clone, Default)]
@@ -18,40 +21,91 @@ pub struct TwinsTree {
     pub districts: BTreeMap<String, SupervisorStats>,
 }
 
-/// The child spec of one sensor actor.
-pub fn sensor_child(sensor: &SensorConfig, ctx: &SensorContext) -> ChildSpec {
-    let id = sensor.id.clone();
-    let interval = sensor.interval;
-    let ctx = ctx.clone();
-    ChildSpec::new(sensor.id.clone(), "sensor", Restart::Permanent, move |sup| {
-        let args = SensorArgs { id: id.clone(), interval, ctx: ctx.clone() };
-        async move {
-            let (actor, _) = Actor::spawn_linked(None, SensorActor, args, sup).await?;
-            Ok(actor.get_cell())
-        }
+/// A child spec that spawns a nested [`Supervisor`] and records its cell in its entry.
+pub fn supervisor_child(
+    entry: Arc<ActorEntry>,
+    args: impl Fn() -> SupervisorArgs + Send + Sync + 'static,
+) -> ChildSpec {
+    let id = entry.name.clone();
+    ChildSpec::new(id, "supervisor", Restart::Permanent, move |parent: ActorCell| {
+        let args = args();
+        let entry = entry.clone();
+        spawn_attached(entry, async move {
+            let (sup, _) = Actor::spawn_linked(None, Supervisor, args, parent).await?;
+            Ok(sup.get_cell())
+        })
     })
 }
 
-/// The child spec of the twins supervisor, and the stats of it and its districts.
+/// Await a spawn and attach the new cell to the directory entry.
+pub fn spawn_attached(
+    entry: Arc<ActorEntry>,
+    spawn: impl Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
+) -> impl Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static {
+    async move {
+        let cell = spawn.await?;
+        entry.attach(cell.clone());
+        Ok(cell)
+    }
+}
+
+/// The child spec of the twins supervisor (path `{parent}/twins`), with entries for it,
+/// its districts and their sensors.
 pub fn twins_supervisor(
+    parent: &str,
+    parent_stats: &SupervisorStats,
     sensors: &[SensorConfig],
     ctx: &SensorContext,
     spec_of: impl Fn(&str) -> SupervisorSpec,
     observer: Arc<dyn SupervisionObserver>,
+    dir: &mut Directory,
 ) -> (ChildSpec, TwinsTree) {
-    let mut by_district: BTreeMap<String, Vec<ChildSpec>> = BTreeMap::new();
-    for s in sensors {
-        by_district.entry(s.district.clone()).or_default().push(sensor_child(s, ctx));
-    }
     let mut tree = TwinsTree::default();
+    let twins_path = format!("{parent}/twins");
+    let twins_entry = dir.add(ActorEntry::new(
+        twins_path.clone(),
+        "twins".into(),
+        ActorKind::Supervisor,
+        Some(parent.to_string()),
+        Some(parent_stats.clone()),
+        Some(tree.twins.clone()),
+        Arc::default(),
+    ));
+    let mut by_district: BTreeMap<String, Vec<&SensorConfig>> = BTreeMap::new();
+    for s in sensors {
+        by_district.entry(s.district.clone()).or_default().push(s);
+    }
     let mut districts = Vec::new();
-    for (district, children) in by_district {
+    for (district, members) in by_district {
         let stats = SupervisorStats::default();
         tree.districts.insert(district.clone(), stats.clone());
-        let spec = spec_of(&format!("district:{}", slug(&district)));
+        let path = format!("{twins_path}/{district}");
+        let entry = dir.add(ActorEntry::new(
+            path.clone(),
+            district.clone(),
+            ActorKind::Supervisor,
+            Some(twins_path.clone()),
+            Some(tree.twins.clone()),
+            Some(stats.clone()),
+            Arc::default(),
+        ));
+        let mut children = Vec::with_capacity(members.len());
+        for s in members {
+            let sensor_entry = dir.add(ActorEntry::new(
+                format!("{path}/{}", s.id),
+                s.id.clone(),
+                ActorKind::Sensor,
+                Some(path.clone()),
+                Some(stats.clone()),
+                None,
+                Arc::default(),
+            ));
+            children.push(sensor_child(s, ctx, sensor_entry));
+        }
+        let spec = spec_of(&format!("district:{district}"));
         let observer = observer.clone();
         let children = Arc::new(children);
-        districts.push(Supervisor::child_spec(district, "district", Restart::Permanent, move || SupervisorArgs {
+        districts.push(supervisor_child(entry, move || SupervisorArgs {
             spec: spec.clone(),
             children: children.as_ref().clone(),
             observer: Some(observer.clone()),
@@ -60,11 +114,25 @@ pub fn twins_supervisor(
     }
     let twins_stats = tree.twins.clone();
     let spec = spec_of("twins");
-    let child = Supervisor::child_spec("twins", "supervisor", Restart::Permanent, move || SupervisorArgs {
+    let child = supervisor_child(twins_entry, move || SupervisorArgs {
         spec: spec.clone(),
         children: districts.clone(),
         observer: Some(observer.clone()),
         stats: twins_stats.clone(),
     });
     (child, tree)
+}
+
+/// The child spec of one sensor actor.
+fn sensor_child(sensor: &SensorConfig, ctx: &SensorContext, entry: Arc<ActorEntry>) -> ChildSpec {
+    let id = sensor.id.clone();
+    let interval = sensor.interval;
+    let ctx = ctx.clone();
+    ChildSpec::new(sensor.id.clone(), "sensor", Restart::Permanent, move |sup| {
+        let args = SensorArgs { id: id.clone(), interval, ctx: ctx.clone(), entry: entry.clone() };
+        async move {
+            let (actor, _) = Actor::spawn_linked(None, SensorActor, args, sup).await?;
+            Ok(actor.get_cell())
+        }
+    })
 }

@@ -23,6 +23,8 @@ pub enum SinkMsg {
     Connection(ConnectionEvent),
     /// Make the sink actor panic (fault injection and supervision tests).
     Crash(String),
+    /// Answer (the inspection API's liveness check).
+    Ping(ractor::RpcReplyPort<()>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::queue::{Envelope, SinkHandle};
 use super::{ConnectionEvent, SinkMsg};
+use crate::actors::ActorEntry;
 use crate::config::MqttSinkConfig;
 
 /// How many publishes the actor hands over per wake-up before yielding to its mailbox.
@@ -32,6 +33,8 @@ pub struct MqttSink;
 pub struct MqttSinkArgs {
     pub handle: Arc<SinkHandle>,
     pub config: MqttSinkConfig,
+    /// Its entry in the actor directory.
+    pub entry: Arc<ActorEntry>,
 }
 
 pub struct MqttSinkState {
@@ -135,7 +138,8 @@ impl Actor for MqttSink {
     type Arguments = MqttSinkArgs;
 
     async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: MqttSinkArgs) -> Result<MqttSinkState, ActorProcessingErr> {
-        let MqttSinkArgs { handle, config } = args;
+        let MqttSinkArgs { handle, config, entry } = args;
+        entry.attach(myself.get_cell());
         let opts = mqtt_options(&config)?;
         let current = Arc::new(Mutex::new(None));
         let actor_id = myself.get_id();
@@ -149,6 +153,7 @@ impl Actor for MqttSink {
     }
 
     async fn handle(&self, myself: ActorRef<SinkMsg>, msg: SinkMsg, state: &mut MqttSinkState) -> Result<(), ActorProcessingErr> {
+        state.handle.mailbox.handled();
         match msg {
             SinkMsg::Pump => {
                 state.retry_scheduled = false;
@@ -167,6 +172,9 @@ impl Actor for MqttSink {
                 state.connected = false;
                 state.handle.stats.set_connected(false);
                 state.handle.stats.record_error(reason);
+            }
+            SinkMsg::Ping(reply) => {
+                let _ = reply.send(());
             }
             SinkMsg::Crash(reason) => panic!("fault injected into sink {}: {reason}", state.config.name),
         }
@@ -238,6 +246,7 @@ impl MqttSinkState {
     fn schedule_retry(&mut self, myself: &ActorRef<SinkMsg>) {
         if !self.retry_scheduled && self.handle.queue_len() > 0 {
             self.retry_scheduled = true;
+            self.handle.mailbox.enqueue();
             myself.send_after(Duration::from_millis(5), || SinkMsg::Pump);
         }
     }
@@ -263,6 +272,7 @@ async fn drive(
                     delay = cfg.reconnect_min;
                     *lock(&current) = Some(Connection { client: client.clone(), ledger: ledger.clone() });
                     let event = ConnectionEvent::Connected { session_present: ack.session_present };
+                    handle.mailbox.enqueue();
                     if actor.cast(SinkMsg::Connection(event)).is_err() {
                         return;
                     }
@@ -271,7 +281,7 @@ async fn drive(
                     let mut l = lock(&ledger);
                     if cfg.qos == 0 {
                         if let Some(env) = l.handed.pop_front() {
-                            handle.stats.delivered(env.emitted);
+                            handle.stats.delivered(&env);
                         }
                     } else if let Some(env) = l.handed.pop_front() {
                         l.by_pkid.insert(pkid, env);
@@ -297,6 +307,7 @@ async fn drive(
             handle.requeue_front(lost);
         }
         handle.set_in_flight(0);
+        handle.mailbox.enqueue();
         if actor.cast(SinkMsg::Connection(ConnectionEvent::Disconnected(reason))).is_err() {
             return;
         }
@@ -308,7 +319,7 @@ async fn drive(
 fn complete(ledger: &Mutex<InFlight>, handle: &SinkHandle, pkid: u16) {
     let mut l = lock(ledger);
     if let Some(env) = l.by_pkid.remove(&pkid) {
-        handle.stats.delivered(env.emitted);
+        handle.stats.delivered(&env);
     }
     handle.set_in_flight(l.len());
 }

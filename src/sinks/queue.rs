@@ -17,7 +17,10 @@ use ractor::ActorRef;
 use serde::Serialize;
 use twins::Observation;
 
+use dashmap::DashMap;
+
 use super::SinkMsg;
+use crate::actors::Mailbox;
 use crate::metrics::Metrics;
 
 /// An observation on its way to the sinks, shared by all of them.
@@ -46,7 +49,32 @@ pub struct SinkStats {
     pub ever_connected: AtomicBool,
     last_success_ms: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
+    /// Highest sequence number delivered, per sensor.
+    delivered_seq: DashMap<String, u64>,
+    /// Samples of the counters, for the 1 min / 1 h windows.
+    samples: Mutex<VecDeque<Sample>>,
 }
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    sent: u64,
+    failed: u64,
+    dropped: u64,
+    retries: u64,
+}
+
+/// Counts over a recent window (like Ditto's connection metrics).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct WindowCounts {
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub retries: u64,
+}
+
+/// How long samples are kept (a little over the longest window).
+const SAMPLE_HORIZON: std::time::Duration = std::time::Duration::from_secs(3700);
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -64,14 +92,64 @@ impl SinkStats {
             ever_connected: AtomicBool::new(false),
             last_success_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            delivered_seq: DashMap::new(),
+            samples: Mutex::new(VecDeque::new()),
         }
     }
 
     /// One message delivered (acknowledged by the broker where the protocol has acks).
-    pub fn delivered(&self, emitted: Instant) {
+    pub fn delivered(&self, env: &Envelope) {
         self.sent.inc();
-        self.latency.observe(emitted.elapsed().as_secs_f64());
+        self.latency.observe(env.emitted.elapsed().as_secs_f64());
         self.last_success_ms.store(now_ms(), Ordering::Relaxed);
+        let seq = env.obs.seq;
+        match self.delivered_seq.get_mut(env.obs.sensor_id.as_str()) {
+            Some(mut s) => *s = (*s).max(seq),
+            None => {
+                self.delivered_seq.insert(env.obs.sensor_id.clone(), seq);
+            }
+        }
+    }
+
+    /// The highest sequence number of a sensor this sink delivered.
+    pub fn delivered_seq(&self, sensor: &str) -> Option<u64> {
+        self.delivered_seq.get(sensor).map(|s| *s)
+    }
+
+    fn counts(&self) -> Sample {
+        Sample {
+            at: Instant::now(),
+            sent: self.sent.get(),
+            failed: self.failed.get(),
+            dropped: self.dropped.get(),
+            retries: self.retries.get(),
+        }
+    }
+
+    /// Record the counters now (called every few seconds by the runtime).
+    pub fn sample(&self) {
+        let now = self.counts();
+        if let Ok(mut q) = self.samples.lock() {
+            q.push_back(now);
+            while q.front().is_some_and(|s| now.at.duration_since(s.at) > SAMPLE_HORIZON) {
+                q.pop_front();
+            }
+        }
+    }
+
+    /// What happened over the last `window` (or since the oldest sample, if younger).
+    pub fn window(&self, window: std::time::Duration) -> WindowCounts {
+        let now = self.counts();
+        let base = self.samples.lock().ok().and_then(|q| {
+            q.iter().find(|s| now.at.duration_since(s.at) <= window).copied()
+        });
+        let base = base.unwrap_or(Sample { at: now.at, sent: 0, failed: 0, dropped: 0, retries: 0 });
+        WindowCounts {
+            sent: now.sent.saturating_sub(base.sent),
+            failed: now.failed.saturating_sub(base.failed),
+            dropped: now.dropped.saturating_sub(base.dropped),
+            retries: now.retries.saturating_sub(base.retries),
+        }
     }
 
     pub fn set_connected(&self, up: bool) {
@@ -117,6 +195,8 @@ pub struct SinkSnapshot {
     pub last_error: Option<String>,
     pub last_error_at_unix_ms: Option<u64>,
     pub last_success_at_unix_ms: Option<u64>,
+    pub last_minute: WindowCounts,
+    pub last_hour: WindowCounts,
 }
 
 /// The bounded queue of one sink, plus what it has handed to its client and not yet
@@ -132,6 +212,8 @@ pub struct SinkHandle {
     wake_pending: AtomicBool,
     actor: RwLock<Option<ActorRef<SinkMsg>>>,
     pub stats: SinkStats,
+    /// The sink actor's mailbox counters (every sender counts here).
+    pub mailbox: Arc<Mailbox>,
     queue_gauge: prometheus::IntGauge,
 }
 
@@ -153,6 +235,7 @@ impl SinkHandle {
             wake_pending: AtomicBool::new(false),
             actor: RwLock::new(None),
             stats: SinkStats::new(name, metrics),
+            mailbox: Arc::default(),
             queue_gauge: metrics.sink_queue_length.with_label_values(&[name]),
         })
     }
@@ -184,7 +267,9 @@ impl SinkHandle {
             let actor = self.actor.read().ok().and_then(|a| a.clone());
             match actor {
                 Some(a) => {
+                    self.mailbox.enqueue();
                     if a.cast(SinkMsg::Pump).is_err() {
+                        self.mailbox.unenqueue();
                         self.wake_pending.store(false, Ordering::Release);
                     }
                 }
@@ -293,6 +378,8 @@ impl SinkHandle {
             last_error_at_unix_ms: err.as_ref().map(|e| e.1),
             last_error: err.map(|e| e.0),
             last_success_at_unix_ms: self.stats.last_success_ms(),
+            last_minute: self.stats.window(std::time::Duration::from_secs(60)),
+            last_hour: self.stats.window(std::time::Duration::from_secs(3600)),
         }
     }
 }

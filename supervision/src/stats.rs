@@ -1,6 +1,6 @@
 //! Lock-protected, shareable view of a supervisor's state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -86,6 +86,10 @@ pub struct SupervisorSnapshot {
     pub total_restarts: u64,
     /// Last time the supervisor gave up and failed itself.
     pub escalated: Option<FailureRecord>,
+    /// Messages and supervision events handled (across incarnations).
+    pub messages_handled: u64,
+    /// When the last one was handled.
+    pub last_message_at_unix_ms: Option<u64>,
     /// Children in spec (insertion) order.
     pub children: Vec<ChildSnapshot>,
 }
@@ -104,6 +108,8 @@ pub(crate) struct StatsInner {
     /// Children keyed by the supervisor's internal insertion key, so that one
     /// child is updated in O(log n) and iteration yields spec order.
     pub(crate) children: BTreeMap<u64, ChildSnapshot>,
+    /// Child id -> key in `children`, for O(1) lookups by id.
+    pub(crate) by_id: HashMap<String, u64>,
 }
 
 /// Shared, cheaply cloneable view of a supervisor's state, readable without
@@ -131,9 +137,24 @@ impl SupervisorStats {
         snap
     }
 
-    /// The current state of one child (O(number of children) search).
+    /// The current state of one child.
     pub fn child(&self, id: &str) -> Option<ChildSnapshot> {
-        self.read().children.values().find(|c| c.id == id).cloned()
+        let inner = self.read();
+        let key = inner.by_id.get(id)?;
+        inner.children.get(key).cloned()
+    }
+
+    /// The header (name, strategy, counters) without the children: O(1).
+    pub fn header(&self) -> SupervisorSnapshot {
+        self.read().header.clone()
+    }
+
+    /// Count one handled message or supervision event.
+    pub(crate) fn record_message(&self) {
+        let now = FailureRecord::now("").at_unix_ms;
+        let mut w = self.write();
+        w.header.messages_handled += 1;
+        w.header.last_message_at_unix_ms = Some(now);
     }
 
     /// Number of children currently known to the supervisor.

@@ -174,8 +174,9 @@ impl Actor for Supervisor {
             w.header.max_restarts = spec.intensity.max_restarts;
             w.header.within_ms =
                 u64::try_from(spec.intensity.within.as_millis()).unwrap_or(u64::MAX);
-            // total_restarts and escalated accumulate across incarnations.
+            // total_restarts, escalated and message counts accumulate across incarnations.
             w.children.clear();
+            w.by_id.clear();
         }
         let mut state = SupervisorState {
             spec,
@@ -229,6 +230,7 @@ impl Actor for Supervisor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.stats.record_message();
         match message {
             SupervisorMsg::StartChild(spec, reply) => {
                 let result = state.start_new_child(&myself, spec).await;
@@ -269,6 +271,7 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        state.stats.record_message();
         match event {
             SupervisionEvent::ActorStarted(cell) => state.on_started(cell.get_id()),
             SupervisionEvent::ActorFailed(cell, err) => {
@@ -323,7 +326,11 @@ impl SupervisorState {
                 pending_all: false,
             },
         );
-        self.stats.write().children.insert(key, snap);
+        {
+            let mut w = self.stats.write();
+            w.by_id.insert(snap.id.clone(), key);
+            w.children.insert(key, snap);
+        }
         key
     }
 
@@ -333,7 +340,11 @@ impl SupervisorState {
         if let Some(cell) = &child.cell {
             self.by_actor.remove(&cell.get_id());
         }
-        self.stats.write().children.remove(&key);
+        {
+            let mut w = self.stats.write();
+            w.children.remove(&key);
+            w.by_id.remove(&child.spec.id);
+        }
         Some(child)
     }
 

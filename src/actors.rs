@@ -1,0 +1,293 @@
+//! The actor directory: every actor of the supervision tree by path, with its kind, parent
+//! and children, its live cell, and its mailbox counters.
+//!
+//! ractor has no mailbox length, so each actor's [`Mailbox`] counts what goes in (at every
+//! place that sends to it) and what its handler takes out; the difference is the queue
+//! depth. The directory is built once, with the tree, and never changes shape: restarts only
+//! swap the cell an entry points to. Readers (the inspection API) never message actors.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ractor::{ActorCell, ActorStatus};
+use serde::Serialize;
+use supervision::{ChildStatus, FailureRecord, SupervisorStats};
+
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What goes into an actor's mailbox and what its handler takes out.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    enqueued: AtomicU64,
+    handled: AtomicU64,
+    last_handled_ms: AtomicU64,
+}
+
+impl Mailbox {
+    /// Count a message about to be sent to the actor.
+    pub fn enqueue(&self) {
+        self.enqueued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message sent that never arrived (the send failed).
+    pub fn unenqueue(&self) {
+        self.enqueued.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Count a message the handler took.
+    pub fn handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.last_handled_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A new incarnation starts with an empty mailbox: what was queued died with the old one.
+    pub fn restart(&self) {
+        self.enqueued.store(self.handled.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub fn handled_total(&self) -> u64 {
+        self.handled.load(Ordering::Relaxed)
+    }
+
+    pub fn depth(&self) -> u64 {
+        self.enqueued.load(Ordering::Relaxed).saturating_sub(self.handled.load(Ordering::Relaxed))
+    }
+
+    pub fn last_handled_ms(&self) -> Option<u64> {
+        match self.last_handled_ms.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+}
+
+/// The kinds of actor in the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActorKind {
+    Supervisor,
+    Sensor,
+    Sink,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::Supervisor => "supervisor",
+            ActorKind::Sensor => "sensor",
+            ActorKind::Sink => "sink",
+        }
+    }
+}
+
+/// One actor of the tree.
+pub struct ActorEntry {
+    pub path: String,
+    /// Its id among its parent's children (the sensor id, the sink's `mqtt:name`...).
+    pub name: String,
+    pub kind: ActorKind,
+    pub parent: Option<String>,
+    children: RwLock<Vec<String>>,
+    pub mailbox: Arc<Mailbox>,
+    /// The parent supervisor's view, where its restarts and failures are recorded.
+    pub parent_stats: Option<SupervisorStats>,
+    /// Its own view, if it is a supervisor.
+    pub own_stats: Option<SupervisorStats>,
+    cell: RwLock<Option<ActorCell>>,
+}
+
+impl ActorEntry {
+    pub fn new(
+        path: String,
+        name: String,
+        kind: ActorKind,
+        parent: Option<String>,
+        parent_stats: Option<SupervisorStats>,
+        own_stats: Option<SupervisorStats>,
+        mailbox: Arc<Mailbox>,
+    ) -> ActorEntry {
+        ActorEntry {
+            path,
+            name,
+            kind,
+            parent,
+            children: RwLock::new(Vec::new()),
+            mailbox,
+            parent_stats,
+            own_stats,
+            cell: RwLock::new(None),
+        }
+    }
+
+    /// A new incarnation started.
+    pub fn attach(&self, cell: ActorCell) {
+        self.mailbox.restart();
+        if let Ok(mut c) = self.cell.write() {
+            *c = Some(cell);
+        }
+    }
+
+    pub fn children(&self) -> Vec<String> {
+        self.children.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    pub fn cell(&self) -> Option<ActorCell> {
+        self.cell.read().ok().and_then(|c| c.clone())
+    }
+
+    /// The actor as the inspection API shows it.
+    pub fn info(&self) -> ActorInfo {
+        let cell = self.cell();
+        let child = self.parent_stats.as_ref().and_then(|s| s.child(&self.name));
+        let status = match (&child, &cell) {
+            (Some(c), _) if !matches!(c.status, ChildStatus::Running | ChildStatus::Starting) => child_status(&c.status),
+            (_, Some(cell)) => actor_status(cell.get_status()),
+            (Some(c), None) => child_status(&c.status),
+            (None, None) => "unstarted".to_string(),
+        };
+        let (handled, depth, last) = match &self.own_stats {
+            Some(own) => {
+                let h = own.header();
+                (h.messages_handled, None, h.last_message_at_unix_ms)
+            }
+            None => (self.mailbox.handled_total(), Some(self.mailbox.depth()), self.mailbox.last_handled_ms()),
+        };
+        let restarts = match (&child, &self.own_stats) {
+            (Some(c), _) => c.restarts,
+            (None, _) => 0,
+        };
+        ActorInfo {
+            path: self.path.clone(),
+            name: self.name.clone(),
+            kind: self.kind,
+            status,
+            parent: self.parent.clone(),
+            children: self.children(),
+            restarts,
+            last_failure: child.and_then(|c| c.last_failure),
+            messages_handled: handled,
+            queue_depth: depth,
+            since_last_message_ms: last.map(|t| now_ms().saturating_sub(t)),
+            actor_id: cell.map(|c| c.get_id().to_string()),
+        }
+    }
+}
+
+fn child_status(s: &ChildStatus) -> String {
+    match s {
+        ChildStatus::Starting => "starting",
+        ChildStatus::Running => "running",
+        ChildStatus::Restarting { .. } => "restarting",
+        ChildStatus::Stopped => "stopped",
+        ChildStatus::Failed => "failed",
+    }
+    .to_string()
+}
+
+fn actor_status(s: ActorStatus) -> String {
+    match s {
+        ActorStatus::Unstarted => "unstarted",
+        ActorStatus::Starting => "starting",
+        ActorStatus::Running => "running",
+        ActorStatus::Upgrading => "upgrading",
+        ActorStatus::Draining => "draining",
+        ActorStatus::Stopping => "stopping",
+        ActorStatus::Stopped => "stopped",
+    }
+    .to_string()
+}
+
+/// What the inspection API shows of an actor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActorInfo {
+    pub path: String,
+    pub name: String,
+    pub kind: ActorKind,
+    /// ractor's status of the current incarnation, or the supervisor's view while it has
+    /// none (`restarting`, `stopped`, `failed`).
+    pub status: String,
+    pub parent: Option<String>,
+    pub children: Vec<String>,
+    pub restarts: u32,
+    pub last_failure: Option<FailureRecord>,
+    pub messages_handled: u64,
+    /// Messages sent to it and not yet handled (not counted for supervisors: their
+    /// messages come from ractor itself).
+    pub queue_depth: Option<u64>,
+    pub since_last_message_ms: Option<u64>,
+    pub actor_id: Option<String>,
+}
+
+/// Every actor of the tree, in tree order (parents before children).
+#[derive(Default)]
+pub struct Directory {
+    order: Vec<Arc<ActorEntry>>,
+    index: HashMap<String, usize>,
+}
+
+impl Directory {
+    /// Add an entry under its parent (which must have been added before it).
+    pub fn add(&mut self, entry: ActorEntry) -> Arc<ActorEntry> {
+        let path = entry.path.clone();
+        if let Some(parent) = entry.parent.as_ref().and_then(|p| self.index.get(p).copied()) {
+            if let Ok(mut c) = self.order[parent].children.write() {
+                c.push(path.clone());
+            }
+        }
+        let entry = Arc::new(entry);
+        self.index.insert(path, self.order.len());
+        self.order.push(entry.clone());
+        entry
+    }
+
+    pub fn get(&self, path: &str) -> Option<&Arc<ActorEntry>> {
+        self.index.get(path).map(|i| &self.order[*i])
+    }
+
+    pub fn entries(&self) -> &[Arc<ActorEntry>] {
+        &self.order
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_depth_counts_in_minus_out_and_resets_at_restart() {
+        let m = Mailbox::default();
+        m.enqueue();
+        m.enqueue();
+        m.handled();
+        assert_eq!(m.depth(), 1);
+        m.restart();
+        assert_eq!(m.depth(), 0);
+        assert_eq!(m.handled_total(), 1);
+        assert!(m.last_handled_ms().is_some());
+    }
+
+    #[test]
+    fn children_are_linked_to_their_parent() {
+        let mut d = Directory::default();
+        let mk = |p: &str, parent: Option<&str>| {
+            ActorEntry::new(p.into(), p.into(), ActorKind::Supervisor, parent.map(String::from), None, None, Arc::default())
+        };
+        d.add(mk("root", None));
+        d.add(mk("root/a", Some("root")));
+        d.add(mk("root/b", Some("root")));
+        assert_eq!(d.get("root").map(|e| e.children()), Some(vec!["root/a".to_string(), "root/b".to_string()]));
+        assert_eq!(d.len(), 3);
+    }
+}
