@@ -26,12 +26,14 @@ use tokio::task::JoinHandle;
 use twins::{SensorSpec, SimClock};
 
 use crate::actors::{ActorEntry, ActorKind, Directory};
-use crate::config::{Config, SupervisionConfig};
+use crate::config::{Config, HttpSinkCommon, SupervisionConfig};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sensor::tree::{supervisor_child, twins_supervisor, TwinsTree};
 use crate::sensor::{SensorContext, SensorMsg};
+use crate::sinks::batch::{BatchService, BatchSink, BatchSinkArgs};
+use crate::sinks::influxdb::InfluxDbService;
 use crate::sinks::mqtt::{MqttSink, MqttSinkArgs};
 use crate::sinks::{SinkHandle, SinkSet, SinkSnapshot};
 
@@ -56,6 +58,53 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error("the root supervisor gave up: {0}")]
     RootFailed(String),
+}
+
+/// Builds the sinks' handles, directory entries and child specs.
+struct SinkBuilder<'a> {
+    metrics: &'a Metrics,
+    dir: &'a mut Directory,
+    stats: &'a SupervisorStats,
+    handles: Vec<Arc<SinkHandle>>,
+    children: Vec<ChildSpec>,
+}
+
+impl SinkBuilder<'_> {
+    /// The handle (queue, counters) and directory entry of sink `kind:name`.
+    fn add(&mut self, name: &str, kind: &'static str, target: String, capacity: usize) -> (Arc<SinkHandle>, Arc<ActorEntry>) {
+        let handle = SinkHandle::new(name, kind, target, capacity, self.metrics);
+        self.metrics.sink_connected.with_label_values(&[name]).set(0);
+        self.handles.push(handle.clone());
+        let id = format!("{kind}:{name}");
+        let entry = self.dir.add(ActorEntry::new(
+            format!("root/sinks/{id}"),
+            id,
+            ActorKind::Sink,
+            Some("root/sinks".into()),
+            Some(self.stats.clone()),
+            None,
+            handle.mailbox.clone(),
+        ));
+        (handle, entry)
+    }
+
+    /// A request/response sink: a [`BatchSink`] over the service `make` builds.
+    fn add_batch<S: BatchService>(
+        &mut self,
+        kind: &'static str,
+        common: &HttpSinkCommon,
+        make: Arc<dyn Fn() -> Result<S, String> + Send + Sync>,
+    ) {
+        let (handle, entry) = self.add(&common.name, kind, common.url.clone(), common.queue_capacity);
+        let settings = common.batch.clone();
+        self.children.push(ChildSpec::new(format!("{kind}:{}", common.name), "sink", Restart::Permanent, move |sup| {
+            let args = BatchSinkArgs { handle: handle.clone(), settings: settings.clone(), entry: entry.clone(), make: make.clone() };
+            async move {
+                let (actor, _) = Actor::spawn_linked(None, BatchSink::<S>::default(), args, sup).await?;
+                Ok(actor.get_cell())
+            }
+        }));
+    }
 }
 
 /// Every supervisor's shared view, by position in the tree.
@@ -156,24 +205,11 @@ impl Runtime {
         ));
 
         // Sinks: their queues exist before any sensor can emit.
-        let mut handles = Vec::new();
-        let mut sink_children = Vec::new();
+        let mut builder = SinkBuilder { metrics: &metrics, dir: &mut dir, stats: &sinks_stats, handles: Vec::new(), children: Vec::new() };
         for m in &config.sinks.mqtt {
-            let handle = SinkHandle::new(&m.name, "mqtt", m.url(), m.queue_capacity, &metrics);
-            metrics.sink_connected.with_label_values(&[m.name.as_str()]).set(0);
-            handles.push(handle.clone());
-            let id = format!("mqtt:{}", m.name);
-            let entry = dir.add(ActorEntry::new(
-                format!("root/sinks/{id}"),
-                id.clone(),
-                ActorKind::Sink,
-                Some("root/sinks".into()),
-                Some(sinks_stats.clone()),
-                None,
-                handle.mailbox.clone(),
-            ));
+            let (handle, entry) = builder.add(&m.name, "mqtt", m.url(), m.queue_capacity);
             let cfg = m.clone();
-            sink_children.push(ChildSpec::new(id, "sink", Restart::Permanent, move |sup| {
+            builder.children.push(ChildSpec::new(format!("mqtt:{}", m.name), "sink", Restart::Permanent, move |sup| {
                 let args = MqttSinkArgs { handle: handle.clone(), config: cfg.clone(), entry: entry.clone() };
                 async move {
                     let (actor, _) = Actor::spawn_linked(None, MqttSink, args, sup).await?;
@@ -181,6 +217,12 @@ impl Runtime {
                 }
             }));
         }
+        for c in &config.sinks.influxdb {
+            let cfg = c.clone();
+            builder.add_batch("influxdb", &c.common, Arc::new(move || InfluxDbService::new(&cfg)));
+        }
+        // (more request/response sink kinds are added here, each with `builder.add_batch`)
+        let SinkBuilder { handles, children: sink_children, .. } = builder;
         let sinks = SinkSet::new(handles);
 
         // Twins: their state exists before any sensor actor starts.

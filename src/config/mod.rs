@@ -89,6 +89,82 @@ pub struct EmbeddedBrokerConfig {
 #[derive(Debug, Clone, Default)]
 pub struct SinksConfig {
     pub mqtt: Vec<MqttSinkConfig>,
+    pub ngsild: Vec<NgsiLdSinkConfig>,
+    pub sensorthings: Vec<SensorThingsSinkConfig>,
+    pub influxdb: Vec<InfluxDbSinkConfig>,
+}
+
+impl SinksConfig {
+    /// Every sink's name, in configuration order.
+    pub fn names(&self) -> Vec<&str> {
+        self.mqtt
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(self.ngsild.iter().map(|s| s.common.name.as_str()))
+            .chain(self.sensorthings.iter().map(|s| s.common.name.as_str()))
+            .chain(self.influxdb.iter().map(|s| s.common.name.as_str()))
+            .collect()
+    }
+}
+
+/// A secret value (token, password): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// What every request/response sink has.
+#[derive(Debug, Clone)]
+pub struct HttpSinkCommon {
+    pub name: String,
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    pub queue_capacity: usize,
+    pub batch: crate::sinks::batch::BatchSettings,
+    /// Bearer token (NGSI-LD), API token (InfluxDB).
+    pub token: Option<Secret>,
+}
+
+/// An NGSI-LD context broker (Orion-LD, Stellio).
+#[derive(Debug, Clone)]
+pub struct NgsiLdSinkConfig {
+    pub common: HttpSinkCommon,
+    /// The JSON-LD `@context` URL(s) the entities use.
+    pub context: Vec<String>,
+    /// Give the context in a `Link` header (`link`, with `application/json`) or inline in
+    /// each entity (`inline`, with `application/ld+json`).
+    pub context_mode: ContextMode,
+    /// `NGSILD-Tenant` header.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextMode {
+    Link,
+    Inline,
+}
+
+/// An OGC SensorThings API server (FROST).
+#[derive(Debug, Clone)]
+pub struct SensorThingsSinkConfig {
+    pub common: HttpSinkCommon,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// Post observations in `$batch` requests when the server supports them.
+    pub use_batch: bool,
+}
+
+/// An InfluxDB v2 write API (line protocol).
+#[derive(Debug, Clone)]
+pub struct InfluxDbSinkConfig {
+    pub common: HttpSinkCommon,
+    pub org: String,
+    pub bucket: String,
+    pub gzip: bool,
 }
 
 #[derive(Clone)]
@@ -371,18 +447,64 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
 
     let mut s = r.section(&mut root, "sinks");
     let mut mqtt = Vec::new();
-    let mut names = HashSet::new();
     for mut m in r.sections(&mut s, "mqtt") {
         if let Some(sink) = read_mqtt_sink(r, &mut m) {
-            if !names.insert(sink.name.clone()) {
-                r.problem(format!("{}.name", m.path), format!("duplicate sink name \"{}\"", sink.name));
-            }
             mqtt.push(sink);
         }
         r.finish(m, MQTT_KEYS);
     }
-    r.finish(s, &["mqtt"]);
-    let sinks = SinksConfig { mqtt };
+    let mut ngsild = Vec::new();
+    for mut t in r.sections(&mut s, "ngsild") {
+        let path = t.path.clone();
+        let common = read_http_common(r, &mut t, 100, Duration::from_millis(200));
+        let context: Vec<String> = match t_opt_strings(r, &mut t, "context") {
+            Some(c) if !c.is_empty() => c,
+            _ => vec![NGSI_LD_CORE_CONTEXT.to_string()],
+        };
+        let context_mode = match r.or(&mut t, "context_mode", "link".to_string()).as_str() {
+            "link" => ContextMode::Link,
+            "inline" => ContextMode::Inline,
+            other => {
+                r.problem(format!("{path}.context_mode"), format!("must be \"link\" or \"inline\" (got \"{other}\")"));
+                ContextMode::Link
+            }
+        };
+        let tenant = r.opt(&mut t, "tenant");
+        r.finish(t, &[HTTP_KEYS, &["context", "context_mode", "tenant"]].concat());
+        if let Some(common) = common {
+            ngsild.push(NgsiLdSinkConfig { common, context, context_mode, tenant });
+        }
+    }
+    let mut sensorthings = Vec::new();
+    for mut t in r.sections(&mut s, "sensorthings") {
+        let common = read_http_common(r, &mut t, 50, Duration::from_millis(100));
+        let username = r.opt(&mut t, "username");
+        let password: Option<String> = r.opt(&mut t, "password");
+        let use_batch = r.or(&mut t, "use_batch", true);
+        r.finish(t, &[HTTP_KEYS, &["username", "password", "use_batch"]].concat());
+        if let Some(common) = common {
+            sensorthings.push(SensorThingsSinkConfig { common, username, password: password.map(Secret), use_batch });
+        }
+    }
+    let mut influxdb = Vec::new();
+    for mut t in r.sections(&mut s, "influxdb") {
+        let common = read_http_common(r, &mut t, 5000, Duration::from_secs(1));
+        let org = r.or(&mut t, "org", "digitribe".to_string());
+        let bucket = r.or(&mut t, "bucket", "iot_data".to_string());
+        let gzip = r.or(&mut t, "gzip", true);
+        r.finish(t, &[HTTP_KEYS, &["org", "bucket", "gzip"]].concat());
+        if let Some(common) = common {
+            influxdb.push(InfluxDbSinkConfig { common, org, bucket, gzip });
+        }
+    }
+    r.finish(s, &["mqtt", "ngsild", "sensorthings", "influxdb"]);
+    let sinks = SinksConfig { mqtt, ngsild, sensorthings, influxdb };
+    let mut seen_names = HashSet::new();
+    for n in sinks.names() {
+        if !seen_names.insert(n) {
+            r.problem("sinks", format!("two sinks are named \"{n}\": names label metrics and must be unique"));
+        }
+    }
 
     let mut sensors = Vec::new();
     for mut t in r.sections(&mut root, "sensors") {
@@ -456,6 +578,122 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
 
     r.finish(root, TOP_KEYS);
     Some(Config { runtime, log, http, supervision, embedded_broker, sinks, sensors })
+}
+
+/// The NGSI-LD core context (v1.8), the default `context` of NGSI-LD sinks.
+pub const NGSI_LD_CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
+
+const HTTP_KEYS: &[&str] = &[
+    "name", "url", "queue_capacity", "batch_size", "linger", "request_timeout", "retry_min", "retry_max", "token",
+    "token_file",
+];
+
+/// A string or an array of strings.
+fn t_opt_strings(r: &mut Reader<'_>, t: &mut Section, key: &str) -> Option<Vec<String>> {
+    let path = format!("{}.{key}", t.path);
+    let v: Option<toml::Value> = r.opt(t, key);
+    match v? {
+        toml::Value::String(s) => Some(vec![s]),
+        toml::Value::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::String(s) => out.push(s),
+                    other => r.problem(format!("{path}[{i}]"), format!("expected a string, got {}", other.type_str())),
+                }
+            }
+            Some(out)
+        }
+        other => {
+            r.problem(path, format!("expected a string or an array of strings, got {}", other.type_str()));
+            None
+        }
+    }
+}
+
+fn read_http_common(
+    r: &mut Reader<'_>,
+    t: &mut Section,
+    default_batch: usize,
+    default_linger: Duration,
+) -> Option<HttpSinkCommon> {
+    let path = t.path.clone();
+    let name: Option<String> = r.req(t, "name");
+    if let Some(n) = &name {
+        check_id(r, &format!("{path}.name"), n);
+    }
+    let url: Option<String> = r.req(t, "url");
+    let url = url.and_then(|u| match check_http_url(&u) {
+        Ok(u) => Some(u),
+        Err(e) => {
+            r.problem(format!("{path}.url"), e);
+            None
+        }
+    });
+    let queue_capacity = r.or(t, "queue_capacity", 10_000usize);
+    if queue_capacity == 0 {
+        r.problem(format!("{path}.queue_capacity"), "must be at least 1");
+    }
+    let batch_size = r.or(t, "batch_size", default_batch);
+    if batch_size == 0 {
+        r.problem(format!("{path}.batch_size"), "must be at least 1");
+    }
+    let linger = r.or(t, "linger", default_linger);
+    let request_timeout = r.or(t, "request_timeout", Duration::from_secs(10));
+    if request_timeout.is_zero() {
+        r.problem(format!("{path}.request_timeout"), "must be > 0");
+    }
+    let retry_min = r.or(t, "retry_min", Duration::from_millis(200));
+    let retry_max = r.or(t, "retry_max", Duration::from_secs(30));
+    if retry_min > retry_max {
+        r.problem(format!("{path}.retry_min"), "must not exceed retry_max");
+    }
+    let token: Option<String> = r.opt(t, "token");
+    let token_file: Option<PathBuf> = r.opt(t, "token_file");
+    let token = match (token, token_file) {
+        (Some(_), Some(_)) => {
+            r.problem(format!("{path}.token_file"), "give token or token_file, not both");
+            None
+        }
+        (Some(t), None) => Some(Secret(t)),
+        (None, Some(f)) => match std::fs::read_to_string(&f) {
+            Ok(t) => Some(Secret(t.trim().to_string())),
+            Err(e) => {
+                r.problem(format!("{path}.token_file"), format!("cannot read {}: {e}", f.display()));
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    Some(HttpSinkCommon {
+        name: name?,
+        url: url?,
+        queue_capacity,
+        batch: crate::sinks::batch::BatchSettings { batch_size, linger, request_timeout, retry_min, retry_max },
+        token,
+    })
+}
+
+/// `http(s)://host[:port][/base/path]`, returned without a trailing slash.
+pub fn check_http_url(url: &str) -> Result<String, String> {
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| format!("\"{url}\" is not a URL: write http://HOST:PORT[/PATH]"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("unsupported scheme \"{scheme}\" in \"{url}\": use http:// or https://"));
+    }
+    let host_port = rest.split('/').next().unwrap_or_default();
+    if host_port.is_empty() || host_port.starts_with(':') {
+        return Err(format!("no host in \"{url}\""));
+    }
+    if let Some((_, port)) = host_port.rsplit_once(':') {
+        if !host_port.ends_with(']') && port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("invalid port \"{port}\" in \"{url}\""));
+        }
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!("\"{url}\": no query or fragment here"));
+    }
+    Ok(url.trim_end_matches('/').to_string())
 }
 
 const MQTT_KEYS: &[&str] = &[

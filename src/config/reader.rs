@@ -371,6 +371,13 @@ impl FromToml for SocketAddr {
     }
 }
 
+impl FromToml for Value {
+    const EXPECTED: &'static str = "a value";
+    fn from_toml(v: &Value) -> Result<Self, String> {
+        Ok(v.clone())
+    }
+}
+
 impl FromToml for PathBuf {
     const EXPECTED: &'static str = "a file path";
     fn from_toml(v: &Value) -> Result<Self, String> {

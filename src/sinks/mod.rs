@@ -3,10 +3,15 @@
 //! - [`queue`]: what every sink shares: the bounded queue, the counters, the handle
 //!   sensors offer observations to ([`SinkHandle`]).
 //! - [`mqtt`]: the MQTT sink (rumqttc), plain or TLS.
+//! - [`batch`]: the driver of request/response sinks (batching, retry rules, timeouts),
+//!   over a [`batch::BatchService`] per protocol.
+//! - [`influxdb`]: the InfluxDB v2 sink (line protocol).
 //!
 //! Adding a broker kind means one more module with an actor whose `Msg` is [`SinkMsg`]
 //! and whose arguments include its [`SinkHandle`]; sensors and the runtime do not change.
 
+pub mod batch;
+pub mod influxdb;
 pub mod mqtt;
 pub mod queue;
 

@@ -13,6 +13,7 @@
 //!   calibrated on `shared/reference/martinique-reference.json`; each constant names its key.
 //! - [`observation`]: [`Observation`], its MQTT JSON encoding and strict decoder ([`DecodeError`]);
 //!   schema in `schema/observation.schema.json`.
+//! - [`line_protocol`]: the InfluxDB line protocol encoding of an observation.
 //! - [`clock`]: [`SimClock`] (real to simulated time) and Martinique local time (UTC-4, no DST).
 //! - [`geo`]: the 34 communes (lookup by name, point-in-polygon, deterministic placement).
 //! - [`rng`]: the crate's own xoshiro256** PRNG, Box-Muller Gaussian and FNV-1a hashing.
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod geo;
 pub mod kind;
+pub mod line_protocol;
 pub mod models;
 pub mod observation;
 pub mod rng;

@@ -1,0 +1,272 @@
+//! The driver every request/response sink shares (NGSI-LD, SensorThings, InfluxDB, ...):
+//! one actor per broker, whose worker task takes batches from the sink's bounded queue and
+//! hands them to a [`BatchService`], the only code that speaks the broker's protocol.
+//!
+//! Rules, in one place:
+//! - A batch is taken when `batch_size` entries wait, or `linger` after the first one.
+//! - [`SendError::Retriable`] (connection refused, timeout, 429, 5xx): the same batch is
+//!   sent again after a capped exponential backoff with jitter, keeping order; meanwhile
+//!   new observations wait in the bounded queue (oldest dropped and counted when full).
+//! - [`SendError::Rejected`] (4xx other than 429): the batch is not retried; its entries
+//!   are counted as failed and the server's message is logged and kept as the last error.
+//! - Per-entry failures reported by a successful response ([`BatchOutcome::failed`]) are
+//!   counted as failed; the rest as sent.
+//! - Every call is bounded by `request_timeout`. The batch in flight sits in a ledger that
+//!   the actor gives back to the queue if it dies, so a restart loses nothing.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::queue::{Envelope, SinkHandle};
+use super::SinkMsg;
+use crate::actors::ActorEntry;
+
+/// Batching and retry settings of a request/response sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchSettings {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub request_timeout: Duration,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// Why a batch did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth sending again later: the broker is down, slow, or asked us to slow down.
+    Retriable(String),
+    /// The broker refused the batch itself: sending it again would fail again.
+    Rejected(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Retriable(m) => write!(f, "{m} (will retry)"),
+            SendError::Rejected(m) => write!(f, "rejected: {m}"),
+        }
+    }
+}
+
+/// What the broker said of a batch it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Entries refused individually: (index in the batch, the broker's reason).
+    pub failed: Vec<(usize, String)>,
+}
+
+/// Classify an HTTP status the way every sink must: 429 and 5xx are retriable, other 4xx
+/// are rejections.
+pub fn classify_status(status: u16, body: &str) -> SendError {
+    let body = body.trim();
+    let body = if body.len() > 500 { &body[..500] } else { body };
+    let msg = format!("HTTP {status}: {body}");
+    if status == 429 || status >= 500 {
+        SendError::Retriable(msg)
+    } else {
+        SendError::Rejected(msg)
+    }
+}
+
+/// The protocol side of a batching sink: the only code that talks to its broker.
+pub trait BatchService: Send + 'static {
+    /// Talk to the broker once (e.g. a status endpoint); until it answers, nothing is sent
+    /// and the sink does not count as connected.
+    fn healthcheck(&mut self) -> impl Future<Output = Result<(), SendError>> + Send;
+
+    /// Deliver a batch (in order). Called again with the same batch after a retriable error.
+    fn send(&mut self, batch: &[Arc<Envelope>]) -> impl Future<Output = Result<BatchOutcome, SendError>> + Send;
+}
+
+/// The arguments of a [`BatchSink`] actor: the service is built by `make` at every start.
+pub struct BatchSinkArgs<S> {
+    pub handle: Arc<SinkHandle>,
+    pub settings: BatchSettings,
+    pub entry: Arc<ActorEntry>,
+    pub make: Arc<dyn Fn() -> Result<S, String> + Send + Sync>,
+}
+
+/// A sink actor driving a [`BatchService`].
+pub struct BatchSink<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S> Default for BatchSink<S> {
+    fn default() -> Self {
+        BatchSink(std::marker::PhantomData)
+    }
+}
+
+pub struct BatchSinkState {
+    handle: Arc<SinkHandle>,
+    notify: Arc<Notify>,
+    ledger: Arc<Mutex<Vec<Arc<Envelope>>>>,
+    worker: JoinHandle<()>,
+    actor_id: ractor::ActorId,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<S: BatchService> Actor for BatchSink<S> {
+    type Msg = SinkMsg;
+    type State = BatchSinkState;
+    type Arguments = BatchSinkArgs<S>;
+
+    async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: BatchSinkArgs<S>) -> Result<BatchSinkState, ActorProcessingErr> {
+        let service = (args.make)()?;
+        args.entry.attach(myself.get_cell());
+        let notify = Arc::new(Notify::new());
+        let ledger = Arc::new(Mutex::new(Vec::new()));
+        let worker = tokio::spawn(work(service, args.handle.clone(), args.settings, notify.clone(), ledger.clone()));
+        Ok(BatchSinkState { handle: args.handle, notify, ledger, worker, actor_id: myself.get_id() })
+    }
+
+    async fn post_start(&self, myself: ActorRef<SinkMsg>, state: &mut BatchSinkState) -> Result<(), ActorProcessingErr> {
+        state.handle.attach(Some(myself));
+        state.notify.notify_one();
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, state: &mut BatchSinkState) -> Result<(), ActorProcessingErr> {
+        state.handle.mailbox.handled();
+        match msg {
+            SinkMsg::Pump => {
+                state.handle.woken();
+                state.notify.notify_one();
+            }
+            SinkMsg::Connection(_) => {}
+            SinkMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            SinkMsg::Crash(reason) => panic!("fault injected into sink {}: {reason}", state.handle.name),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BatchSinkState {
+    /// However the actor ends: stop the worker, give its batch in flight back to the queue.
+    fn drop(&mut self) {
+        self.worker.abort();
+        self.handle.detach(self.actor_id);
+        self.handle.stats.set_connected(false);
+        let pending = std::mem::take(&mut *lock(&self.ledger));
+        self.handle.requeue_front(pending);
+        self.handle.set_in_flight(0);
+    }
+}
+
+async fn work<S: BatchService>(
+    mut service: S,
+    handle: Arc<SinkHandle>,
+    settings: BatchSettings,
+    notify: Arc<Notify>,
+    ledger: Arc<Mutex<Vec<Arc<Envelope>>>>,
+) {
+    let stats = &handle.stats;
+    let mut delay = settings.retry_min;
+    loop {
+        match tokio::time::timeout(settings.request_timeout, service.healthcheck()).await {
+            Ok(Ok(())) => {
+                stats.set_connected(true);
+                break;
+            }
+            Ok(Err(e)) => stats.record_error(format!("healthcheck: {e}")),
+            Err(_) => stats.record_error(format!("healthcheck: no answer within {:?}", settings.request_timeout)),
+        }
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(settings.retry_max);
+    }
+    loop {
+        // Wait for work, then let a batch fill up for at most `linger`.
+        while handle.queue_len() == 0 {
+            notify.notified().await;
+        }
+        if handle.queue_len() < settings.batch_size && !settings.linger.is_zero() {
+            let deadline = tokio::time::Instant::now() + settings.linger;
+            while handle.queue_len() < settings.batch_size {
+                if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                    break;
+                }
+            }
+        }
+        let batch = handle.take(settings.batch_size);
+        if batch.is_empty() {
+            continue;
+        }
+        *lock(&ledger) = batch.clone();
+        handle.set_in_flight(batch.len());
+
+        let mut delay = settings.retry_min;
+        loop {
+            let result = match tokio::time::timeout(settings.request_timeout, service.send(&batch)).await {
+                Ok(r) => r,
+                Err(_) => Err(SendError::Retriable(format!("no answer within {:?}", settings.request_timeout))),
+            };
+            match result {
+                Ok(outcome) => {
+                    stats.set_connected(true);
+                    let mut failed = vec![false; batch.len()];
+                    for (i, reason) in &outcome.failed {
+                        if let Some(f) = failed.get_mut(*i) {
+                            *f = true;
+                        }
+                        tracing::warn!(sink = %handle.name, id = %batch.get(*i).map(|e| e.obs.sensor_id.as_str()).unwrap_or("?"), %reason, "entry refused");
+                        stats.record_error(format!("entry refused: {reason}"));
+                    }
+                    for (env, f) in batch.iter().zip(failed) {
+                        if f {
+                            stats.failed.inc();
+                        } else {
+                            stats.delivered(env);
+                        }
+                    }
+                    break;
+                }
+                Err(SendError::Rejected(msg)) => {
+                    stats.set_connected(true);
+                    tracing::error!(sink = %handle.name, entries = batch.len(), error = %msg, "batch rejected, not retried");
+                    stats.failed.inc_by(batch.len() as u64);
+                    stats.record_error(msg);
+                    break;
+                }
+                Err(SendError::Retriable(msg)) => {
+                    if stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::warn!(sink = %handle.name, error = %msg, "send failed, retrying with backoff");
+                    }
+                    stats.set_connected(false);
+                    stats.record_error(msg);
+                    tokio::time::sleep(jitter(delay)).await;
+                    delay = (delay * 2).min(settings.retry_max);
+                    stats.retries.inc_by(batch.len() as u64);
+                }
+            }
+        }
+        lock(&ledger).clear();
+        handle.set_in_flight(0);
+    }
+}
+
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(0.8 + rand::random::<f64>() * 0.4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified_in_one_place() {
+        assert!(matches!(classify_status(500, "boom"), SendError::Retriable(_)));
+        assert!(matches!(classify_status(503, ""), SendError::Retriable(_)));
+        assert!(matches!(classify_status(429, ""), SendError::Retriable(_)));
+        assert_eq!(classify_status(400, " bad line "), SendError::Rejected("HTTP 400: bad line".into()));
+        assert!(matches!(classify_status(404, ""), SendError::Rejected(_)));
+    }
+}
