@@ -57,6 +57,16 @@ impl Metrics {
             // Only fails if registered twice in this registry, which cannot happen here.
             let _ = r.register(Box::new(pc));
         }
+        let actor_restarts = counter(
+            &r,
+            "simulator_actor_restarts_total",
+            "Actors restarted by their supervisor, by actor kind",
+            &["kind"],
+        );
+        // Every kind has a series from the start, so the first restart is an increase.
+        for kind in ["sensor", "sink", "supervisor"] {
+            actor_restarts.with_label_values(&[kind]);
+        }
         Metrics {
             observations_generated: counter(
                 &r,
@@ -85,12 +95,7 @@ impl Metrics {
             ),
             sink_queue_length: gauge_vec(&r, "simulator_sink_queue_length", "Messages waiting in a sink's queue", &["sink"]),
             sink_connected: gauge_vec(&r, "simulator_sink_connected", "1 when a sink is connected to its broker", &["sink"]),
-            actor_restarts: counter(
-                &r,
-                "simulator_actor_restarts_total",
-                "Actors restarted by their supervisor, by actor kind",
-                &["kind"],
-            ),
+            actor_restarts,
             publish_latency,
             twins_running,
             registry: r,

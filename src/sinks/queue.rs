@@ -47,6 +47,7 @@ pub struct SinkStats {
     pub latency: Histogram,
     pub connected: AtomicBool,
     pub ever_connected: AtomicBool,
+    connected_gauge: prometheus::IntGauge,
     last_success_ms: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
     /// Highest sequence number delivered, per sensor.
@@ -90,6 +91,7 @@ impl SinkStats {
             latency: metrics.publish_latency.with_label_values(&[name]),
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
+            connected_gauge: metrics.sink_connected.with_label_values(&[name]),
             last_success_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
             delivered_seq: DashMap::new(),
@@ -154,6 +156,7 @@ impl SinkStats {
 
     pub fn set_connected(&self, up: bool) {
         self.connected.store(up, Ordering::Relaxed);
+        self.connected_gauge.set(i64::from(up));
         if up {
             self.ever_connected.store(true, Ordering::Relaxed);
         }

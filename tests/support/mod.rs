@@ -14,10 +14,12 @@
 pub mod certs;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod victoria;
 
 pub use certs::*;
 pub use mosquitto::*;
 pub use mqtt::*;
+pub use victoria::*;
 
 use std::future::Future;
 use std::process::Child;
@@ -29,12 +31,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A port that was free on 127.0.0.1 a moment ago (bind 127.0.0.1:0, read the port, drop).
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .expect("cannot bind 127.0.0.1:0 to find a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("cannot bind 127.0.0.1:0 to find a free port");
+    listener.local_addr().expect("local_addr of a bound listener").port()
 }
 
 fn timeout_message(what: &str, deadline: Duration) -> String {
@@ -43,11 +41,7 @@ fn timeout_message(what: &str, deadline: Duration) -> String {
 
 /// Polls `f` every ~20 ms until it returns true, or fails after `deadline` with an error naming
 /// `what` and the deadline.
-pub async fn wait_until<F: FnMut() -> bool>(
-    what: &str,
-    deadline: Duration,
-    mut f: F,
-) -> Result<(), String> {
+pub async fn wait_until<F: FnMut() -> bool>(what: &str, deadline: Duration, mut f: F) -> Result<(), String> {
     let start = Instant::now();
     loop {
         if f() {
@@ -62,11 +56,7 @@ pub async fn wait_until<F: FnMut() -> bool>(
 
 /// Like [`wait_until`] with an async predicate (e.g. an HTTP probe). A single predicate call is
 /// not interrupted: keep each call short (give it its own timeout).
-pub async fn wait_until_async<F, Fut>(
-    what: &str,
-    deadline: Duration,
-    mut f: F,
-) -> Result<(), String>
+pub async fn wait_until_async<F, Fut>(what: &str, deadline: Duration, mut f: F) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -85,11 +75,7 @@ where
 
 /// Blocking variant of [`wait_until`] for plain `#[test]` functions (never call it on a tokio
 /// runtime thread: it blocks the thread).
-pub fn wait_until_blocking<F: FnMut() -> bool>(
-    what: &str,
-    deadline: Duration,
-    mut f: F,
-) -> Result<(), String> {
+pub fn wait_until_blocking<F: FnMut() -> bool>(what: &str, deadline: Duration, mut f: F) -> Result<(), String> {
     let start = Instant::now();
     loop {
         if f() {
@@ -148,10 +134,7 @@ impl ChildGuard {
     /// to SIGKILL. Returns the exit status if the process exited by itself.
     pub async fn terminate(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
         let child = self.0.as_mut()?;
-        let _ = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         let start = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
