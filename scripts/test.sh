@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests run for real: Mosquitto (plain and TLS brokers) and its clients.
-packages=(mosquitto mosquitto-clients)
+packages=(mosquitto mosquitto-clients chromium prometheus victoria-metrics)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,5 +23,6 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto
   systemctl stop mosquitto || true
 fi
 
+scripts/sensorthings-venv.sh   # the SensorThings test server (Python venv, pinned)
 echo "==> cargo test --workspace --locked"
 cargo test --workspace --locked "$@"

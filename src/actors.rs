@@ -65,6 +65,9 @@ impl Mailbox {
     }
 }
 
+/// How many children an [`ActorInfo`] lists by path.
+pub const INFO_CHILDREN: usize = 100;
+
 /// The kinds of actor in the tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -72,6 +75,7 @@ pub enum ActorKind {
     Supervisor,
     Sensor,
     Sink,
+    Consumer,
 }
 
 impl ActorKind {
@@ -80,9 +84,14 @@ impl ActorKind {
             ActorKind::Supervisor => "supervisor",
             ActorKind::Sensor => "sensor",
             ActorKind::Sink => "sink",
+            ActorKind::Consumer => "consumer",
         }
     }
 }
+
+/// Gives an actor's own state snapshot (for kinds whose state the directory's readers
+/// cannot find elsewhere, e.g. consumers).
+pub type StateFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// One actor of the tree.
 pub struct ActorEntry {
@@ -98,6 +107,7 @@ pub struct ActorEntry {
     /// Its own view, if it is a supervisor.
     pub own_stats: Option<SupervisorStats>,
     cell: RwLock<Option<ActorCell>>,
+    state: RwLock<Option<StateFn>>,
 }
 
 impl ActorEntry {
@@ -120,6 +130,7 @@ impl ActorEntry {
             parent_stats,
             own_stats,
             cell: RwLock::new(None),
+            state: RwLock::new(None),
         }
     }
 
@@ -131,8 +142,26 @@ impl ActorEntry {
         }
     }
 
+    /// Set how the actor's state snapshot is read.
+    pub fn set_state(&self, f: StateFn) {
+        if let Ok(mut s) = self.state.write() {
+            *s = Some(f);
+        }
+    }
+
+    /// The actor's state snapshot, if it gave a way to read it.
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let f = self.state.read().ok().and_then(|s| s.clone())?;
+        Some(f())
+    }
+
     pub fn children(&self) -> Vec<String> {
         self.children.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// The first `max` children, and how many there are.
+    pub fn children_head(&self, max: usize) -> (Vec<String>, usize) {
+        self.children.read().map(|c| (c.iter().take(max).cloned().collect(), c.len())).unwrap_or_default()
     }
 
     pub fn cell(&self) -> Option<ActorCell> {
@@ -142,6 +171,7 @@ impl ActorEntry {
     /// The actor as the inspection API shows it.
     pub fn info(&self) -> ActorInfo {
         let cell = self.cell();
+        let (children, children_total) = self.children_head(INFO_CHILDREN);
         let child = self.parent_stats.as_ref().and_then(|s| s.child(&self.name));
         let status = match (&child, &cell) {
             (Some(c), _) if !matches!(c.status, ChildStatus::Running | ChildStatus::Starting) => child_status(&c.status),
@@ -166,7 +196,8 @@ impl ActorEntry {
             kind: self.kind,
             status,
             parent: self.parent.clone(),
-            children: self.children(),
+            children,
+            children_total,
             restarts,
             last_failure: child.and_then(|c| c.last_failure),
             messages_handled: handled,
@@ -211,7 +242,9 @@ pub struct ActorInfo {
     /// none (`restarting`, `stopped`, `failed`).
     pub status: String,
     pub parent: Option<String>,
+    /// The first [`INFO_CHILDREN`] children's paths (a district may have 100,000).
     pub children: Vec<String>,
+    pub children_total: usize,
     pub restarts: u32,
     pub last_failure: Option<FailureRecord>,
     pub messages_handled: u64,

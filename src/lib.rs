@@ -10,6 +10,8 @@
 //! - [`registry`]: twin states that readers see without messaging actors (dashmap).
 //! - [`sensor`]: the sensor actor and the district supervisors above it.
 //! - [`sinks`]: one actor per broker behind a bounded, counted queue; MQTT for now.
+//! - [`consumer`]: actors reading observations back from a broker into a sink, at least
+//!   once (the Redpanda consumer group writing to InfluxDB).
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: the Prometheus metrics (`simulator_*`).
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
@@ -18,6 +20,7 @@
 pub mod actors;
 pub mod broker;
 pub mod config;
+pub mod consumer;
 pub mod http;
 pub mod metrics;
 pub mod registry;

@@ -83,6 +83,14 @@ impl Registry {
         self.twins.is_empty()
     }
 
+    /// The ids of the twins whose spec matches, sorted.
+    pub fn ids_where(&self, mut keep: impl FnMut(&SensorSpec) -> bool) -> Vec<String> {
+        let mut ids: Vec<String> =
+            self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().clone()).collect();
+        ids.sort();
+        ids
+    }
+
     pub fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.twins.iter().map(|e| e.key().clone()).collect();
         ids.sort();

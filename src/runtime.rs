@@ -3,6 +3,7 @@
 //! ```text
 //! root (one-for-one)
 //! ├── sinks (one-for-one)         one actor per broker: MqttSink ...
+//! ├── consumers (one-for-one)     with [redpanda_consumer]: the Redpanda consumer
 //! └── twins (one-for-one)
 //!     ├── district Fort-de-France  (one-for-one) sensor actors ...
 //!     └── district ...
@@ -27,6 +28,7 @@ use twins::{SensorSpec, SimClock};
 
 use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::{Config, HttpSinkCommon, SupervisionConfig};
+use crate::consumer::{ConsumerArgs, ConsumerHandle, RedpandaConsumer};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -35,6 +37,9 @@ use crate::sensor::{SensorContext, SensorMsg};
 use crate::sinks::batch::{BatchService, BatchSink, BatchSinkArgs};
 use crate::sinks::influxdb::InfluxDbService;
 use crate::sinks::mqtt::{MqttSink, MqttSinkArgs};
+use crate::sinks::ngsild::NgsiLdService;
+use crate::sinks::redpanda::RedpandaService;
+use crate::sinks::sensorthings::SensorThingsService;
 use crate::sinks::{SinkHandle, SinkSet, SinkSnapshot};
 
 /// How often the sinks' counters are sampled for their windowed counts.
@@ -73,7 +78,6 @@ impl SinkBuilder<'_> {
     /// The handle (queue, counters) and directory entry of sink `kind:name`.
     fn add(&mut self, name: &str, kind: &'static str, target: String, capacity: usize) -> (Arc<SinkHandle>, Arc<ActorEntry>) {
         let handle = SinkHandle::new(name, kind, target, capacity, self.metrics);
-        self.metrics.sink_connected.with_label_values(&[name]).set(0);
         self.handles.push(handle.clone());
         let id = format!("{kind}:{name}");
         let entry = self.dir.add(ActorEntry::new(
@@ -112,6 +116,8 @@ impl SinkBuilder<'_> {
 pub struct SupervisionTree {
     pub root: SupervisorStats,
     pub sinks: SupervisorStats,
+    /// Present in the tree only with a `[redpanda_consumer]`.
+    pub consumers: SupervisorStats,
     pub twins: TwinsTree,
 }
 
@@ -129,6 +135,7 @@ pub struct Runtime {
     metrics: Metrics,
     registry: Arc<Registry>,
     sinks: SinkSet,
+    consumer: Option<Arc<ConsumerHandle>>,
     sensors: Arc<DashMap<String, ActorRef<SensorMsg>>>,
     tree: SupervisionTree,
     root: ActorRef<SupervisorMsg>,
@@ -221,6 +228,24 @@ impl Runtime {
             let cfg = c.clone();
             builder.add_batch("influxdb", &c.common, Arc::new(move || InfluxDbService::new(&cfg)));
         }
+        for c in &config.sinks.sensorthings {
+            let cfg = c.clone();
+            builder.add_batch("sensorthings", &c.common, Arc::new(move || SensorThingsService::new(&cfg)));
+        }
+        for c in &config.sinks.ngsild {
+            let cfg = c.clone();
+            builder.add_batch("ngsild", &c.common, Arc::new(move || NgsiLdService::new(&cfg)));
+        }
+        for c in &config.sinks.redpanda {
+            let cfg = c.clone();
+            builder.add_batch("redpanda", &c.common, Arc::new(move || RedpandaService::new(&cfg)));
+        }
+        // `consumer_only` InfluxDB sinks take no sensor observations, only a consumer's.
+        for c in config.sinks.influxdb.iter().filter(|c| c.consumer_only) {
+            if let Some(h) = builder.handles.iter().find(|h| h.name == c.common.name) {
+                h.set_offer_to_sensors(false);
+            }
+        }
         // (more request/response sink kinds are added here, each with `builder.add_batch`)
         let SinkBuilder { handles, children: sink_children, .. } = builder;
         let sinks = SinkSet::new(handles);
@@ -266,6 +291,51 @@ impl Runtime {
                 stats: stats.clone(),
             })
         };
+        // Consumers: after the sinks they write through, before the twins.
+        let consumers_stats = SupervisorStats::default();
+        let mut consumer = None;
+        let mut consumers_sup = None;
+        if let Some(c) = &config.redpanda_consumer {
+            let sink = sinks.get(&c.sink).cloned().ok_or_else(|| {
+                StartError::Spawn(format!("redpanda_consumer.sink: no sink named \"{}\"", c.sink))
+            })?;
+            let consumers_entry = dir.add(ActorEntry::new(
+                "root/consumers".into(),
+                "consumers".into(),
+                ActorKind::Supervisor,
+                Some("root".into()),
+                Some(root_stats.clone()),
+                Some(consumers_stats.clone()),
+                Arc::default(),
+            ));
+            let entry = dir.add(ActorEntry::new(
+                "root/consumers/redpanda".into(),
+                "redpanda".into(),
+                ActorKind::Consumer,
+                Some("root/consumers".into()),
+                Some(consumers_stats.clone()),
+                None,
+                Arc::default(),
+            ));
+            let handle = ConsumerHandle::new("redpanda", c.clone(), sink);
+            consumer = Some(handle.clone());
+            let child = ChildSpec::new("redpanda", "consumer", Restart::Permanent, move |sup| {
+                let args = ConsumerArgs { handle: handle.clone(), entry: entry.clone() };
+                async move {
+                    let (actor, _) = Actor::spawn_linked(None, RedpandaConsumer, args, sup).await?;
+                    Ok(actor.get_cell())
+                }
+            });
+            let spec = spec_of("consumers");
+            let stats = consumers_stats.clone();
+            let observer = observer.clone();
+            consumers_sup = Some(supervisor_child(consumers_entry, move || SupervisorArgs {
+                spec: spec.clone(),
+                children: vec![child.clone()],
+                observer: Some(observer.clone()),
+                stats: stats.clone(),
+            }));
+        }
         let (twins_sup, twins_tree) =
             twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
         let directory = Arc::new(dir);
@@ -275,7 +345,7 @@ impl Runtime {
             Supervisor,
             SupervisorArgs {
                 spec: spec_of("root"),
-                children: vec![sinks_sup, twins_sup],
+                children: [Some(sinks_sup), consumers_sup, Some(twins_sup)].into_iter().flatten().collect(),
                 observer: Some(observer),
                 stats: root_stats.clone(),
             },
@@ -296,7 +366,7 @@ impl Runtime {
             }
         });
 
-        let tree = SupervisionTree { root: root_stats, sinks: sinks_stats, twins: twins_tree };
+        let tree = SupervisionTree { root: root_stats, sinks: sinks_stats, consumers: consumers_stats, twins: twins_tree };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| StartError::Http { addr: config.http.listen, source });
@@ -332,6 +402,7 @@ impl Runtime {
             metrics,
             registry,
             sinks,
+            consumer,
             sensors,
             tree,
             root,
@@ -358,6 +429,11 @@ impl Runtime {
 
     pub fn sinks(&self) -> &SinkSet {
         &self.sinks
+    }
+
+    /// The Redpanda consumer, when configured.
+    pub fn consumer(&self) -> Option<&Arc<ConsumerHandle>> {
+        self.consumer.as_ref()
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -398,6 +474,20 @@ impl Runtime {
             .await;
         if let Err(e) = stopped {
             tracing::warn!(error = %e, "the twins supervisor did not confirm its stop");
+        }
+        // Consumers next: each finishes the batch in hand (stored, committed) and deletes
+        // its instance, before the sinks flush.
+        if let Some(c) = &self.consumer {
+            if !c.stop(grace).await {
+                tracing::warn!(consumer = %c.name, "the consumer did not stop within the grace period");
+            }
+            let stopped = self
+                .root
+                .call(|reply| SupervisorMsg::TerminateChild("consumers".into(), Some(reply)), Some(Duration::from_secs(15)))
+                .await;
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "the consumers supervisor did not confirm its stop");
+            }
         }
         let deadline = tokio::time::Instant::now() + grace;
         let mut flushed = false;

@@ -120,20 +120,27 @@ struct Page<T: Serialize> {
 
 /// `GET /api/v1/actors?kind=&offset=&limit=`
 pub async fn actors(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<Value>, ApiError> {
-    let p = Params::parse(q, &["kind", "offset", "limit"])?;
+    let p = Params::parse(q, &["kind", "parent", "offset", "limit"])?;
+    let parent = p.get("parent");
     let kind = match p.get("kind") {
         None => None,
         Some("supervisor") => Some(ActorKind::Supervisor),
         Some("sensor") => Some(ActorKind::Sensor),
         Some("sink") => Some(ActorKind::Sink),
+        Some("consumer") => Some(ActorKind::Consumer),
         Some(other) => {
-            return Err(ApiError::bad_param("kind", format!("unknown kind \"{other}\"; accepted: supervisor, sensor, sink")))
+            return Err(ApiError::bad_param("kind", format!("unknown kind \"{other}\"; accepted: supervisor, sensor, sink, consumer")))
         }
     };
     let offset = p.usize("offset", 0, usize::MAX)?;
     let limit = p.usize("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
     let matching: Vec<&std::sync::Arc<ActorEntry>> =
-        s.directory.entries().iter().filter(|e| kind.is_none_or(|k| e.kind == k)).collect();
+        s.directory
+            .entries()
+            .iter()
+            .filter(|e| kind.is_none_or(|k| e.kind == k))
+            .filter(|e| parent.is_none_or(|p| e.parent.as_deref() == Some(p)))
+            .collect();
     let items: Vec<ActorInfo> = matching.iter().skip(offset).take(limit).map(|e| e.info()).collect();
     Ok(Json(json!(Page { total: matching.len(), offset, limit, items })))
 }
@@ -150,6 +157,7 @@ pub async fn actor(State(s): State<AppState>, Path(path): Path<String>) -> Resul
     let state = match entry.kind {
         ActorKind::Sensor => json!(s.registry.view(&entry.name).map(|v| twin_detail(&s, v))),
         ActorKind::Sink => json!(sink_for(&s, &entry).map(|h| h.snapshot())),
+        ActorKind::Consumer => entry.state().unwrap_or(Value::Null),
         ActorKind::Supervisor => match &entry.own_stats {
             Some(stats) => {
                 let mut snap = stats.snapshot();
@@ -183,6 +191,14 @@ async fn ping(entry: &ActorEntry) -> Option<bool> {
             let actor: ractor::ActorRef<SinkMsg> = cell.into();
             entry.mailbox.enqueue();
             matches!(actor.call(SinkMsg::Ping, Some(PING_DEADLINE)).await, Ok(ractor::rpc::CallResult::Success(())))
+        }
+        ActorKind::Consumer => {
+            let actor: ractor::ActorRef<crate::consumer::ConsumerMsg> = cell.into();
+            entry.mailbox.enqueue();
+            matches!(
+                actor.call(crate::consumer::ConsumerMsg::Ping, Some(PING_DEADLINE)).await,
+                Ok(ractor::rpc::CallResult::Success(()))
+            )
         }
         ActorKind::Supervisor => {
             let actor: ractor::ActorRef<supervision::SupervisorMsg> = cell.into();
@@ -225,16 +241,13 @@ fn twin_detail(s: &AppState, view: TwinView) -> TwinDetail {
     TwinDetail { view, delivery }
 }
 
-fn filtered_twins(s: &AppState, p: &Params) -> Result<Vec<TwinView>, ApiError> {
+/// The ids of the twins matching the `type` and `district` parameters, sorted.
+fn matching_ids(s: &AppState, p: &Params) -> Result<Vec<String>, ApiError> {
     let kind = p.kind()?;
     let district = p.district()?;
-    Ok(s.registry
-        .ids()
-        .into_iter()
-        .filter_map(|id| s.registry.view(&id))
-        .filter(|v| kind.is_none_or(|k| v.spec.kind == k))
-        .filter(|v| district.as_ref().is_none_or(|d| &v.spec.district == d))
-        .collect())
+    Ok(s.registry.ids_where(|spec| {
+        kind.is_none_or(|k| spec.kind == k) && district.as_ref().is_none_or(|d| &spec.district == d)
+    }))
 }
 
 /// `GET /api/v1/twins?type=&district=&offset=&limit=`
@@ -242,9 +255,10 @@ pub async fn twins(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<J
     let p = Params::parse(q, &["type", "district", "offset", "limit"])?;
     let offset = p.usize("offset", 0, usize::MAX)?;
     let limit = p.usize("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let all = filtered_twins(&s, &p)?;
-    let total = all.len();
-    let items: Vec<TwinDetail> = all.into_iter().skip(offset).take(limit).map(|v| twin_detail(&s, v)).collect();
+    let ids = matching_ids(&s, &p)?;
+    let total = ids.len();
+    let items: Vec<TwinDetail> =
+        ids.iter().skip(offset).take(limit).filter_map(|id| s.registry.view(id)).map(|v| twin_detail(&s, v)).collect();
     Ok(Json(json!(Page { total, offset, limit, items })))
 }
 
@@ -258,13 +272,15 @@ pub async fn twin(State(s): State<AppState>, Path(id): Path<String>) -> Result<J
 pub async fn twins_geojson(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<Response, ApiError> {
     let p = Params::parse(q, &["type", "district", "limit"])?;
     let limit = p.usize("limit", usize::MAX, usize::MAX)?;
-    let features: Vec<Value> = filtered_twins(&s, &p)?
-        .into_iter()
+    let features: Vec<Value> = matching_ids(&s, &p)?
+        .iter()
         .take(limit)
+        .filter_map(|id| s.registry.view(id))
         .map(|v| {
             let obs = v.last_observation.as_ref();
             let values = obs.and_then(|o| o.get("values")).cloned().unwrap_or_else(|| json!({}));
             let observed_at = obs.and_then(|o| o.get("observedAt")).cloned().unwrap_or(Value::Null);
+            let units = obs.and_then(|o| o.get("units")).cloned().unwrap_or_else(|| json!({}));
             json!({
                 "type": "Feature",
                 "id": v.id,
@@ -276,6 +292,7 @@ pub async fn twins_geojson(State(s): State<AppState>, RawQuery(q): RawQuery) -> 
                     "seq": v.seq,
                     "observedAt": observed_at,
                     "values": values,
+                    "units": units,
                 }
             })
         })

@@ -11,6 +11,7 @@
 //! only message to an actor is a liveness ping bounded by a deadline.
 
 pub mod api;
+pub mod page;
 
 use std::future::Future;
 
@@ -48,6 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sinks", get(api::sinks))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/", get(page::index))
+        .route("/assets/app.js", get(page::app_js))
+        .route("/assets/style.css", get(page::style_css))
+        .route("/api/v1/geo/outline.geojson", get(page::outline))
+        .route("/api/v1/geo/communes.geojson", get(page::communes))
         .fallback(not_found)
         .with_state(state)
 }
@@ -60,10 +66,6 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
 }
 
 async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    for h in s.sinks.handles() {
-        let up = h.stats.connected.load(std::sync::atomic::Ordering::Relaxed);
-        s.metrics.sink_connected.with_label_values(&[h.name.as_str()]).set(i64::from(up));
-    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.metrics.render())
 }
 

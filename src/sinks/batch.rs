@@ -65,7 +65,11 @@ pub struct BatchOutcome {
 /// are rejections.
 pub fn classify_status(status: u16, body: &str) -> SendError {
     let body = body.trim();
-    let body = if body.len() > 500 { &body[..500] } else { body };
+    // At most 500 characters of the server's message (cut on a character boundary).
+    let body = match body.char_indices().nth(500) {
+        Some((i, _)) => &body[..i],
+        None => body,
+    };
     let msg = format!("HTTP {status}: {body}");
     if status == 429 || status >= 500 {
         SendError::Retriable(msg)
@@ -196,12 +200,13 @@ async fn work<S: BatchService>(
                 }
             }
         }
-        let batch = handle.take(settings.batch_size);
+        // Taken and counted in flight in one step, so that shutdown never sees the sink
+        // drained while it holds a batch.
+        let batch = handle.take_in_flight(settings.batch_size);
         if batch.is_empty() {
             continue;
         }
         *lock(&ledger) = batch.clone();
-        handle.set_in_flight(batch.len());
 
         let mut delay = settings.retry_min;
         loop {
@@ -223,6 +228,7 @@ async fn work<S: BatchService>(
                     for (env, f) in batch.iter().zip(failed) {
                         if f {
                             stats.failed.inc();
+                            env.settle(false);
                         } else {
                             stats.delivered(env);
                         }
@@ -233,6 +239,9 @@ async fn work<S: BatchService>(
                     stats.set_connected(true);
                     tracing::error!(sink = %handle.name, entries = batch.len(), error = %msg, "batch rejected, not retried");
                     stats.failed.inc_by(batch.len() as u64);
+                    for env in &batch {
+                        env.settle(false);
+                    }
                     stats.record_error(msg);
                     break;
                 }
@@ -268,5 +277,7 @@ mod tests {
         assert!(matches!(classify_status(429, ""), SendError::Retriable(_)));
         assert_eq!(classify_status(400, " bad line "), SendError::Rejected("HTTP 400: bad line".into()));
         assert!(matches!(classify_status(404, ""), SendError::Rejected(_)));
+        let long = "é".repeat(600);
+        assert_eq!(classify_status(400, &long), SendError::Rejected(format!("HTTP 400: {}", "é".repeat(500))));
     }
 }

@@ -6,6 +6,10 @@
 //! - [`batch`]: the driver of request/response sinks (batching, retry rules, timeouts),
 //!   over a [`batch::BatchService`] per protocol.
 //! - [`influxdb`]: the InfluxDB v2 sink (line protocol).
+//! - [`ngsild`]: the NGSI-LD sink (Orion-LD, Stellio): Smart Data Models entities by batch upsert.
+//! - [`sensorthings`]: the OGC SensorThings API sink (FROST, django-ogc-sensorthings).
+//! - [`redpanda`]: the Redpanda producer through its HTTP Proxy (Pandaproxy): one topic per
+//!   sensor type, records keyed by sensor id, per-record errors counted.
 //!
 //! Adding a broker kind means one more module with an actor whose `Msg` is [`SinkMsg`]
 //! and whose arguments include its [`SinkHandle`]; sensors and the runtime do not change.
@@ -13,11 +17,14 @@
 pub mod batch;
 pub mod influxdb;
 pub mod mqtt;
+pub mod ngsild;
 pub mod queue;
+pub mod redpanda;
+pub mod sensorthings;
 
 use std::sync::Arc;
 
-pub use queue::{Envelope, SinkHandle, SinkSnapshot};
+pub use queue::{AckGroup, Envelope, SinkHandle, SinkSnapshot};
 
 /// The one message type of every sink actor.
 #[derive(Debug)]
@@ -49,9 +56,10 @@ impl SinkSet {
         SinkSet { handles: Arc::new(handles) }
     }
 
-    /// Offer an observation to every sink; never waits on any of them.
+    /// Offer an observation to every sink that takes sensors' observations (all but the
+    /// `consumer_only` ones); never waits on any of them.
     pub fn offer(&self, env: Arc<Envelope>) {
-        for h in self.handles.iter() {
+        for h in self.handles.iter().filter(|h| h.offers_to_sensors()) {
             h.offer(env.clone());
         }
     }
@@ -62,5 +70,33 @@ impl SinkSet {
 
     pub fn get(&self, name: &str) -> Option<&Arc<SinkHandle>> {
         self.handles.iter().find(|h| h.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use twins::{GeoPoint, Observation, SensorKind};
+
+    #[test]
+    fn sensors_skip_consumer_only_sinks() {
+        let m = Metrics::new();
+        let all = SinkHandle::new("all", "test", "x".into(), 10, &m);
+        let only = SinkHandle::new("only", "test", "x".into(), 10, &m);
+        only.set_offer_to_sensors(false);
+        let set = SinkSet::new(vec![all.clone(), only.clone()]);
+        set.offer(Envelope::new(Observation {
+            sensor_id: "s".into(),
+            kind: SensorKind::Noise,
+            seq: 1,
+            observed_at: chrono::Utc::now(),
+            location: GeoPoint { lat: 14.6, lon: -61.0 },
+            district: "Fort-de-France".into(),
+            values: vec![50.0; SensorKind::Noise.quantities().len()],
+        }));
+        assert_eq!((all.queue_len(), only.queue_len()), (1, 0));
+        assert!(only.offer(Envelope::new(all.take(1)[0].obs.clone())), "offered directly, it takes it");
+        assert_eq!(only.queue_len(), 1);
     }
 }

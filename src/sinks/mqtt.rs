@@ -230,10 +230,11 @@ impl MqttSinkState {
                 Err(_) => {
                     // Full (try again shortly) or closed (the I/O task reports the loss).
                     let env = ledger.handed.pop_back();
-                    drop(ledger);
                     if let Some(env) = env {
                         self.handle.requeue_front(vec![env]);
                     }
+                    self.handle.set_in_flight(ledger.len());
+                    drop(ledger);
                     self.schedule_retry(myself);
                     return;
                 }

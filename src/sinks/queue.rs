@@ -29,11 +29,69 @@ pub struct Envelope {
     pub obs: Observation,
     /// When the sensor emitted it (for emit-to-delivery latency).
     pub emitted: Instant,
+    /// Who waits to know what became of it (e.g. a consumer committing offsets only once
+    /// its records are stored); sensors' observations have none.
+    pub ack: Option<Arc<AckGroup>>,
 }
 
 impl Envelope {
     pub fn new(obs: Observation) -> Arc<Envelope> {
-        Arc::new(Envelope { obs, emitted: Instant::now() })
+        Arc::new(Envelope { obs, emitted: Instant::now(), ack: None })
+    }
+
+    /// An envelope whose fate is reported to `ack`.
+    pub fn with_ack(obs: Observation, ack: Arc<AckGroup>) -> Arc<Envelope> {
+        Arc::new(Envelope { obs, emitted: Instant::now(), ack: Some(ack) })
+    }
+
+    /// The sink is done with it: delivered (`true`), or refused or dropped (`false`).
+    pub fn settle(&self, delivered: bool) {
+        if let Some(a) = &self.ack {
+            a.settle(delivered);
+        }
+    }
+}
+
+/// Tracks a group of envelopes (one per observation offered to one sink) until each was
+/// delivered, refused or dropped.
+#[derive(Debug)]
+pub struct AckGroup {
+    pending: std::sync::atomic::AtomicUsize,
+    failed: std::sync::atomic::AtomicUsize,
+    done: tokio::sync::Notify,
+}
+
+impl AckGroup {
+    pub fn new(count: usize) -> Arc<AckGroup> {
+        Arc::new(AckGroup {
+            pending: std::sync::atomic::AtomicUsize::new(count),
+            failed: std::sync::atomic::AtomicUsize::new(0),
+            done: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn settle(&self, delivered: bool) {
+        if !delivered {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.notify_waiters();
+        }
+    }
+
+    /// Wait until every envelope is settled; returns how many were not delivered.
+    pub async fn wait(&self) -> usize {
+        loop {
+            let notified = self.done.notified();
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return self.failed.load(Ordering::Acquire);
+            }
+            notified.await;
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
     }
 }
 
@@ -101,6 +159,7 @@ impl SinkStats {
 
     /// One message delivered (acknowledged by the broker where the protocol has acks).
     pub fn delivered(&self, env: &Envelope) {
+        env.settle(true);
         self.sent.inc();
         self.latency.observe(env.emitted.elapsed().as_secs_f64());
         self.last_success_ms.store(now_ms(), Ordering::Relaxed);
@@ -213,6 +272,8 @@ pub struct SinkHandle {
     queue: Mutex<VecDeque<Arc<Envelope>>>,
     in_flight: AtomicU64,
     wake_pending: AtomicBool,
+    /// Whether sensors offer their observations here (false: only a consumer writes here).
+    sensors: AtomicBool,
     actor: RwLock<Option<ActorRef<SinkMsg>>>,
     pub stats: SinkStats,
     /// The sink actor's mailbox counters (every sender counts here).
@@ -236,6 +297,7 @@ impl SinkHandle {
             queue: Mutex::new(VecDeque::new()),
             in_flight: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
+            sensors: AtomicBool::new(true),
             actor: RwLock::new(None),
             stats: SinkStats::new(name, metrics),
             mailbox: Arc::default(),
@@ -247,19 +309,35 @@ impl SinkHandle {
         self.capacity
     }
 
+    /// Keep sensors' observations out of this sink (`consumer_only`): only what is offered
+    /// to it directly (e.g. by a consumer) goes through it.
+    pub fn set_offer_to_sensors(&self, yes: bool) {
+        self.sensors.store(yes, Ordering::Relaxed);
+    }
+
+    /// Do sensors offer their observations to this sink ([`super::SinkSet::offer`])?
+    pub fn offers_to_sensors(&self) -> bool {
+        self.sensors.load(Ordering::Relaxed)
+    }
+
     /// Offer an observation. Never blocks beyond a short lock; on overflow the oldest
     /// queued entry is dropped and counted. Returns false when something was dropped.
     pub fn offer(&self, env: Arc<Envelope>) -> bool {
         let dropped = {
             let mut q = lock(&self.queue);
-            let dropped = if q.len() >= self.capacity { q.pop_front().is_some() } else { false };
+            let dropped = if q.len() >= self.capacity { q.pop_front() } else { None };
             q.push_back(env);
             self.queue_gauge.set(q.len() as i64);
             dropped
         };
-        if dropped {
-            self.stats.dropped.inc();
-        }
+        let dropped = match dropped {
+            Some(old) => {
+                self.stats.dropped.inc();
+                old.settle(false);
+                true
+            }
+            None => false,
+        };
         self.wake();
         !dropped
     }
@@ -296,10 +374,25 @@ impl SinkHandle {
         out
     }
 
-    /// Take one entry from the front.
+    /// Take up to `max` entries from the front and count them in flight, in one step (so
+    /// that [`is_drained`](Self::is_drained) never misses them).
+    pub fn take_in_flight(&self, max: usize) -> Vec<Arc<Envelope>> {
+        let mut q = lock(&self.queue);
+        let n = max.min(q.len());
+        let out: Vec<_> = q.drain(..n).collect();
+        self.in_flight.store(out.len() as u64, Ordering::Relaxed);
+        self.queue_gauge.set(q.len() as i64);
+        out
+    }
+
+    /// Take one entry from the front, counting it in flight in the same step (the caller
+    /// then sets the exact in-flight count).
     pub fn pop(&self) -> Option<Arc<Envelope>> {
         let mut q = lock(&self.queue);
         let e = q.pop_front();
+        if e.is_some() {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
         self.queue_gauge.set(q.len() as i64);
         e
     }
@@ -310,20 +403,22 @@ impl SinkHandle {
         if items.is_empty() {
             return;
         }
-        let mut dropped = 0;
+        let mut dropped = Vec::new();
         {
             let mut q = lock(&self.queue);
             for e in items.into_iter().rev() {
                 q.push_front(e);
             }
             while q.len() > self.capacity {
-                q.pop_front();
-                dropped += 1;
+                dropped.extend(q.pop_front());
             }
             self.queue_gauge.set(q.len() as i64);
         }
-        if dropped > 0 {
-            self.stats.dropped.inc_by(dropped);
+        if !dropped.is_empty() {
+            self.stats.dropped.inc_by(dropped.len() as u64);
+            for e in dropped {
+                e.settle(false);
+            }
         }
     }
 
@@ -415,6 +510,22 @@ mod tests {
         assert_eq!(h.stats.dropped.get(), 2);
         let seqs: Vec<u64> = h.take(10).iter().map(|e| e.obs.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn an_ack_group_learns_what_was_delivered_and_what_was_dropped() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 2, &m);
+        let group = AckGroup::new(3);
+        let envs: Vec<_> = (1..=3).map(|s| Envelope::with_ack(env(s).obs.clone(), group.clone())).collect();
+        for e in &envs {
+            h.offer(e.clone()); // the third offer drops the first
+        }
+        assert_eq!(group.pending(), 2);
+        for e in h.take(10) {
+            h.stats.delivered(&e);
+        }
+        assert_eq!(group.wait().await, 1, "one of three was dropped");
     }
 
     #[test]

@@ -2,8 +2,7 @@
 //! 127.0.0.1 (ECDSA P-256, PKCS#8 key: both OpenSSL/Mosquitto and rustls accept it).
 
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
 
@@ -34,17 +33,11 @@ fn err<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
 
 impl TestCa {
     pub fn new(common_name: &str) -> Result<TestCa, String> {
-        let mut params =
-            CertificateParams::new(Vec::<String>::new()).map_err(err("CA params"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err("CA params"))?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.distinguished_name.push(DnType::CommonName, common_name);
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().map_err(err("CA key"))?;
         let cert = params.self_signed(&key).map_err(err("CA self-sign"))?;
         Ok(TestCa { cert, key })
@@ -71,20 +64,12 @@ impl TestCa {
             params.distinguished_name.push(DnType::CommonName, *first);
         }
         params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![eku];
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(err("leaf key"))?;
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .map_err(err("leaf signing"))?;
-        Ok(PemPair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cert = params.signed_by(&key, &self.cert, &self.key).map_err(err("leaf signing"))?;
+        Ok(PemPair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -104,11 +89,7 @@ pub fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), Stri
 pub fn write_server_certs(dir: &Path) -> Result<CertFiles, String> {
     let ca = TestCa::new("twinrt test CA")?;
     let server = ca.issue_server(&["localhost", "127.0.0.1"])?;
-    let files = CertFiles {
-        ca: dir.join("ca.crt"),
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-    };
+    let files = CertFiles { ca: dir.join("ca.crt"), cert: dir.join("server.crt"), key: dir.join("server.key") };
     write_file(&files.ca, &ca.cert_pem(), false)?;
     write_file(&files.cert, &server.cert_pem, false)?;
     write_file(&files.key, &server.key_pem, true)?;

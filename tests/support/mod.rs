@@ -14,6 +14,9 @@
 pub mod certs;
 pub mod mosquitto;
 pub mod mqtt;
+pub mod ngsild_server;
+pub mod pandaproxy;
+pub mod sensorthings;
 pub mod victoria;
 
 pub use certs::*;

@@ -161,11 +161,7 @@ impl Mosquitto {
             match m.spawn_and_wait().await {
                 Ok(()) => return Ok(m),
                 // Someone grabbed our free port between free_port() and mosquitto's bind.
-                Err(e)
-                    if m.opts.port.is_none()
-                        && attempt < 3
-                        && m.log().contains("Address already in use") =>
-                {
+                Err(e) if m.opts.port.is_none() && attempt < 3 && m.log().contains("Address already in use") => {
                     let _ = e;
                     m.kill();
                     m.port = free_port();
@@ -178,10 +174,8 @@ impl Mosquitto {
 
     fn write_config(&self) -> Result<(), String> {
         let d = self.dir.path();
-        let mut c = vec![
-            "# written by tests/support/mosquitto.rs".to_string(),
-            format!("listener {} 127.0.0.1", self.port),
-        ];
+        let mut c =
+            vec!["# written by tests/support/mosquitto.rs".to_string(), format!("listener {} 127.0.0.1", self.port)];
         if let Some(certs) = &self.certs {
             c.push(format!("cafile {}", certs.ca.display()));
             c.push(format!("certfile {}", certs.cert.display()));
@@ -231,9 +225,7 @@ impl Mosquitto {
             .append(true)
             .open(&self.stderr_path)
             .map_err(|e| format!("cannot open {}: {e}", self.stderr_path.display()))?;
-        let stdout = stderr
-            .try_clone()
-            .map_err(|e| format!("cannot dup the stderr file: {e}"))?;
+        let stdout = stderr.try_clone().map_err(|e| format!("cannot dup the stderr file: {e}"))?;
         self.starts += 1;
         let child = Command::new(&self.binary)
             .arg("-c")
@@ -314,11 +306,7 @@ impl Mosquitto {
 
     /// Host 127.0.0.1, the port, and the CA file for TLS.
     pub fn endpoint(&self) -> Endpoint {
-        Endpoint {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            ca_file: self.ca_file(),
-        }
+        Endpoint { host: "127.0.0.1".into(), port: self.port, ca_file: self.ca_file() }
     }
 
     /// The generated CA certificate (PEM) that signed the server certificate (TLS only).

@@ -2,8 +2,7 @@
 //! counts PUBACKs, [`probe_connect`] checks that a CONNECT gets a CONNACK.
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode,
-    TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -77,8 +76,7 @@ pub fn unique_client_id(prefix: &str) -> String {
 pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let _ = rumqttc::tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()
-            .install_default();
+        let _ = rumqttc::tokio_rustls::rustls::crypto::aws_lc_rs::default_provider().install_default();
     });
 }
 
@@ -91,11 +89,7 @@ pub fn mqtt_options(ep: &Endpoint, client_id: &str) -> Result<MqttOptions, Strin
     if let Some(ca_file) = &ep.ca_file {
         install_crypto_provider();
         let ca = read_ca(ca_file)?;
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth: None,
-        }));
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth: None }));
     }
     Ok(opts)
 }
@@ -220,11 +214,7 @@ impl Default for SubscriberOptions {
 impl SubscriberOptions {
     /// A persistent session (clean_session = false) under a fixed client id.
     pub fn persistent(client_id: &str) -> Self {
-        SubscriberOptions {
-            client_id: Some(client_id.into()),
-            clean_session: false,
-            ..Default::default()
-        }
+        SubscriberOptions { client_id: Some(client_id.into()), clean_session: false, ..Default::default() }
     }
 }
 
@@ -248,11 +238,7 @@ impl Subscriber {
 
     /// Returns once the SUBACK arrived. Fails fast (with rumqttc's error) if the first connection
     /// attempt fails, e.g. TLS with the wrong CA.
-    pub async fn connect_with(
-        ep: &Endpoint,
-        filter: &str,
-        o: SubscriberOptions,
-    ) -> Result<Subscriber, String> {
+    pub async fn connect_with(ep: &Endpoint, filter: &str, o: SubscriberOptions) -> Result<Subscriber, String> {
         let client_id = o.client_id.clone().unwrap_or_else(|| unique_client_id("sub"));
         let mut opts = mqtt_options(ep, &client_id)?;
         opts.set_clean_session(o.clean_session);
@@ -309,14 +295,7 @@ impl Subscriber {
             })
         };
 
-        let sub = Subscriber {
-            client,
-            filter: filter.to_string(),
-            client_id,
-            messages,
-            state,
-            task,
-        };
+        let sub = Subscriber { client, filter: filter.to_string(), client_id, messages, state, task };
         let start = Instant::now();
         loop {
             {
@@ -392,12 +371,8 @@ impl Subscriber {
 
     fn summary(&self) -> String {
         let msgs = lock(&self.messages);
-        let last: Vec<String> = msgs
-            .iter()
-            .rev()
-            .take(5)
-            .map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload)))
-            .collect();
+        let last: Vec<String> =
+            msgs.iter().rev().take(5).map(|m| format!("{} {}", m.topic, String::from_utf8_lossy(&m.payload))).collect();
         format!(
             "{} message(s) on {} (latest first: {:?}); connection: {:?}",
             msgs.len(),
@@ -409,9 +384,7 @@ impl Subscriber {
 
     /// Waits until at least `n` messages arrived; returns them all.
     pub async fn wait_for_count(&self, n: usize, deadline: Duration) -> Result<Vec<Received>, String> {
-        match super::wait_until(&format!("{n} message(s)"), deadline, || self.count() >= n)
-            .await
-        {
+        match super::wait_until(&format!("{n} message(s)"), deadline, || self.count() >= n).await {
             Ok(()) => Ok(self.messages()),
             Err(e) => Err(format!("{e}: {}", self.summary())),
         }
@@ -471,11 +444,7 @@ impl Publisher {
         Self::connect_with(ep, &unique_client_id("pub"), true).await
     }
 
-    pub async fn connect_with(
-        ep: &Endpoint,
-        client_id: &str,
-        clean_session: bool,
-    ) -> Result<Publisher, String> {
+    pub async fn connect_with(ep: &Endpoint, client_id: &str, clean_session: bool) -> Result<Publisher, String> {
         let mut opts = mqtt_options(ep, client_id)?;
         opts.set_clean_session(clean_session);
         let (client, mut eventloop) = AsyncClient::new(opts, 1000);
@@ -501,13 +470,7 @@ impl Publisher {
                 }
             })
         };
-        let p = Publisher {
-            client,
-            client_id: client_id.to_string(),
-            state,
-            sent_qos1: AtomicU64::new(0),
-            task,
-        };
+        let p = Publisher { client, client_id: client_id.to_string(), state, sent_qos1: AtomicU64::new(0), task };
         let start = Instant::now();
         loop {
             {
@@ -548,16 +511,8 @@ impl Publisher {
     }
 
     /// Queues a publish (does not wait for the broker).
-    pub async fn publish(
-        &self,
-        topic: &str,
-        payload: impl Into<Vec<u8>>,
-        qos: QoS,
-    ) -> Result<(), String> {
-        self.client
-            .publish(topic, qos, false, payload.into())
-            .await
-            .map_err(|e| format!("publish to {topic}: {e}"))?;
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, qos: QoS) -> Result<(), String> {
+        self.client.publish(topic, qos, false, payload.into()).await.map_err(|e| format!("publish to {topic}: {e}"))?;
         if qos != QoS::AtMostOnce {
             self.sent_qos1.fetch_add(1, Ordering::Relaxed);
         }
@@ -567,11 +522,9 @@ impl Publisher {
     /// Waits until every QoS ≥ 1 publish queued so far has been PUBACKed.
     pub async fn wait_all_acked(&self, deadline: Duration) -> Result<(), String> {
         let sent = self.sent_qos1.load(Ordering::Relaxed);
-        super::wait_until(&format!("{sent} PUBACK(s)"), deadline, || {
-            lock(&self.state).pubacks >= sent
-        })
-        .await
-        .map_err(|e| format!("{e}: {:?}", self.state()))
+        super::wait_until(&format!("{sent} PUBACK(s)"), deadline, || lock(&self.state).pubacks >= sent)
+            .await
+            .map_err(|e| format!("{e}: {:?}", self.state()))
     }
 
     /// Publishes at QoS 1 and waits for the broker's PUBACK.

@@ -14,6 +14,7 @@
 //! - [`observation`]: [`Observation`], its MQTT JSON encoding and strict decoder ([`DecodeError`]);
 //!   schema in `schema/observation.schema.json`.
 //! - [`line_protocol`]: the InfluxDB line protocol encoding of an observation.
+//! - [`ngsild`]: the NGSI-LD encoding of an observation as a FIWARE Smart Data Models entity.
 //! - [`clock`]: [`SimClock`] (real to simulated time) and Martinique local time (UTC-4, no DST).
 //! - [`geo`]: the 34 communes (lookup by name, point-in-polygon, deterministic placement).
 //! - [`rng`]: the crate's own xoshiro256** PRNG, Box-Muller Gaussian and FNV-1a hashing.
@@ -23,6 +24,7 @@ pub mod geo;
 pub mod kind;
 pub mod line_protocol;
 pub mod models;
+pub mod ngsild;
 pub mod observation;
 pub mod rng;
 pub mod spec;
