@@ -1050,6 +1050,10 @@ mod tests {
         let ports: Vec<u16> = c.sinks.mqtt.iter().map(|m| m.port).collect();
         assert_eq!(ports, vec![11883, 1883, 1900]);
         assert!(c.sinks.mqtt[2].tls);
+        assert_eq!(c.sinks.names(), ["emqx", "mosquitto", "bunkerm", "orion", "stellio", "frost", "influxdb", "redpanda"]);
+        assert!(c.sinks.influxdb[0].consumer_only, "InfluxDB is fed by the consumer, as in the seed");
+        assert_eq!(c.redpanda_consumer.as_ref().map(|r| r.sink.as_str()), Some("influxdb"));
+        assert_eq!(c.sensors.len(), 10 + 500 + 200);
     }
 
     #[test]
