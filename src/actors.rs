@@ -174,7 +174,9 @@ impl ActorEntry {
         let (children, children_total) = self.children_head(INFO_CHILDREN);
         let child = self.parent_stats.as_ref().and_then(|s| s.child(&self.name));
         let status = match (&child, &cell) {
-            (Some(c), _) if !matches!(c.status, ChildStatus::Running | ChildStatus::Starting) => child_status(&c.status),
+            (Some(c), _) if !matches!(c.status, ChildStatus::Running | ChildStatus::Starting) => {
+                child_status(&c.status)
+            }
             (_, Some(cell)) => actor_status(cell.get_status()),
             (Some(c), None) => child_status(&c.status),
             (None, None) => "unstarted".to_string(),
@@ -315,7 +317,15 @@ mod tests {
     fn children_are_linked_to_their_parent() {
         let mut d = Directory::default();
         let mk = |p: &str, parent: Option<&str>| {
-            ActorEntry::new(p.into(), p.into(), ActorKind::Supervisor, parent.map(String::from), None, None, Arc::default())
+            ActorEntry::new(
+                p.into(),
+                p.into(),
+                ActorKind::Supervisor,
+                parent.map(String::from),
+                None,
+                None,
+                Arc::default(),
+            )
         };
         d.add(mk("root", None));
         d.add(mk("root/a", Some("root")));

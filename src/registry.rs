@@ -45,9 +45,11 @@ impl Registry {
 
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
-        self.twins
-            .entry(spec.id.clone())
-            .or_insert_with(|| TwinEntry { twin: Twin::new(spec, seed), last: None, interval });
+        self.twins.entry(spec.id.clone()).or_insert_with(|| TwinEntry {
+            twin: Twin::new(spec, seed),
+            last: None,
+            interval,
+        });
     }
 
     /// Step a twin: `at` maps the next sequence number to its simulated time.
@@ -85,8 +87,7 @@ impl Registry {
 
     /// The ids of the twins whose spec matches, sorted.
     pub fn ids_where(&self, mut keep: impl FnMut(&SensorSpec) -> bool) -> Vec<String> {
-        let mut ids: Vec<String> =
-            self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().clone()).collect();
+        let mut ids: Vec<String> = self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().clone()).collect();
         ids.sort();
         ids
     }

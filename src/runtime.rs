@@ -76,7 +76,13 @@ struct SinkBuilder<'a> {
 
 impl SinkBuilder<'_> {
     /// The handle (queue, counters) and directory entry of sink `kind:name`.
-    fn add(&mut self, name: &str, kind: &'static str, target: String, capacity: usize) -> (Arc<SinkHandle>, Arc<ActorEntry>) {
+    fn add(
+        &mut self,
+        name: &str,
+        kind: &'static str,
+        target: String,
+        capacity: usize,
+    ) -> (Arc<SinkHandle>, Arc<ActorEntry>) {
         let handle = SinkHandle::new(name, kind, target, capacity, self.metrics);
         self.handles.push(handle.clone());
         let id = format!("{kind}:{name}");
@@ -102,7 +108,12 @@ impl SinkBuilder<'_> {
         let (handle, entry) = self.add(&common.name, kind, common.url.clone(), common.queue_capacity);
         let settings = common.batch.clone();
         self.children.push(ChildSpec::new(format!("{kind}:{}", common.name), "sink", Restart::Permanent, move |sup| {
-            let args = BatchSinkArgs { handle: handle.clone(), settings: settings.clone(), entry: entry.clone(), make: make.clone() };
+            let args = BatchSinkArgs {
+                handle: handle.clone(),
+                settings: settings.clone(),
+                entry: entry.clone(),
+                make: make.clone(),
+            };
             async move {
                 let (actor, _) = Actor::spawn_linked(None, BatchSink::<S>::default(), args, sup).await?;
                 Ok(actor.get_cell())
@@ -163,8 +174,8 @@ impl SupervisionObserver for MetricsObserver {
 }
 
 fn supervisor_spec(cfg: &SupervisionConfig, name: &str) -> Result<SupervisorSpec, StartError> {
-    let backoff = Backoff::new(cfg.backoff_min, cfg.backoff_max, 2.0, 0.2)
-        .map_err(|e| StartError::Supervision(e.to_string()))?;
+    let backoff =
+        Backoff::new(cfg.backoff_min, cfg.backoff_max, 2.0, 0.2).map_err(|e| StartError::Supervision(e.to_string()))?;
     Ok(SupervisorSpec {
         name: name.to_string(),
         strategy: Strategy::OneForOne,
@@ -212,7 +223,13 @@ impl Runtime {
         ));
 
         // Sinks: their queues exist before any sensor can emit.
-        let mut builder = SinkBuilder { metrics: &metrics, dir: &mut dir, stats: &sinks_stats, handles: Vec::new(), children: Vec::new() };
+        let mut builder = SinkBuilder {
+            metrics: &metrics,
+            dir: &mut dir,
+            stats: &sinks_stats,
+            handles: Vec::new(),
+            children: Vec::new(),
+        };
         for m in &config.sinks.mqtt {
             let (handle, entry) = builder.add(&m.name, "mqtt", m.url(), m.queue_capacity);
             let cfg = m.clone();
@@ -253,7 +270,8 @@ impl Runtime {
         // Twins: their state exists before any sensor actor starts.
         let seed = config.runtime.seed;
         for s in &config.sensors {
-            let spec = SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+            let spec =
+                SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
             registry.ensure(spec, seed, s.interval);
         }
         // Whole seconds: observation times then read cleanly (offsets are whole milliseconds).
@@ -296,9 +314,10 @@ impl Runtime {
         let mut consumer = None;
         let mut consumers_sup = None;
         if let Some(c) = &config.redpanda_consumer {
-            let sink = sinks.get(&c.sink).cloned().ok_or_else(|| {
-                StartError::Spawn(format!("redpanda_consumer.sink: no sink named \"{}\"", c.sink))
-            })?;
+            let sink = sinks
+                .get(&c.sink)
+                .cloned()
+                .ok_or_else(|| StartError::Spawn(format!("redpanda_consumer.sink: no sink named \"{}\"", c.sink)))?;
             let consumers_entry = dir.add(ActorEntry::new(
                 "root/consumers".into(),
                 "consumers".into(),
@@ -366,7 +385,8 @@ impl Runtime {
             }
         });
 
-        let tree = SupervisionTree { root: root_stats, sinks: sinks_stats, consumers: consumers_stats, twins: twins_tree };
+        let tree =
+            SupervisionTree { root: root_stats, sinks: sinks_stats, consumers: consumers_stats, twins: twins_tree };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| StartError::Http { addr: config.http.listen, source });
@@ -377,7 +397,8 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let http_addr = listener.local_addr().map_err(|source| StartError::Http { addr: config.http.listen, source })?;
+        let http_addr =
+            listener.local_addr().map_err(|source| StartError::Http { addr: config.http.listen, source })?;
         let state = http::AppState {
             metrics: metrics.clone(),
             registry: registry.clone(),
@@ -483,7 +504,10 @@ impl Runtime {
             }
             let stopped = self
                 .root
-                .call(|reply| SupervisorMsg::TerminateChild("consumers".into(), Some(reply)), Some(Duration::from_secs(15)))
+                .call(
+                    |reply| SupervisorMsg::TerminateChild("consumers".into(), Some(reply)),
+                    Some(Duration::from_secs(15)),
+                )
                 .await;
             if let Err(e) = stopped {
                 tracing::warn!(error = %e, "the consumers supervisor did not confirm its stop");

@@ -47,7 +47,9 @@ async fn with_no_flags_it_runs_the_embedded_default_and_stops_cleanly_on_sigterm
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let topics: BTreeSet<String> = msgs.iter().map(|r| r.topic.clone()).collect();
-    for t in ["city/sensors/air-quality/aq-fdf-01", "city/sensors/light/light-sch-01", "city/sensors/weather/weather-lam-01"] {
+    for t in
+        ["city/sensors/air-quality/aq-fdf-01", "city/sensors/light/light-sch-01", "city/sensors/weather/weather-lam-01"]
+    {
         assert!(topics.contains(t), "{t} missing from {topics:?}");
     }
     for m in &msgs {

@@ -91,12 +91,20 @@ async fn every_observation_arrives_once_with_its_values_tags_and_time() {
             assert_eq!(series.len(), exp.len(), "{id}: {}", q.name);
             for ((t, v), o) in series.iter().zip(&exp) {
                 assert_eq!(*t, o.observed_at.timestamp_millis(), "{id}: {} time", q.name);
-                assert!((v - o.values[i]).abs() <= 1e-9 * o.values[i].abs().max(1.0), "{id}: {} = {v}, expected {}", q.name, o.values[i]);
+                assert!(
+                    (v - o.values[i]).abs() <= 1e-9 * o.values[i].abs().max(1.0),
+                    "{id}: {} = {v}, expected {}",
+                    q.name,
+                    o.values[i]
+                );
                 points += 1;
             }
         }
         // tags
-        let s = all.iter().find(|s| s.labels.get("sensor_id").and_then(|v| v.as_str()) == Some(id.as_str())).expect("series");
+        let s = all
+            .iter()
+            .find(|s| s.labels.get("sensor_id").and_then(|v| v.as_str()) == Some(id.as_str()))
+            .expect("series");
         assert_eq!(s.labels.get("type").and_then(|v| v.as_str()), Some(exp[0].kind.as_str()));
         assert_eq!(s.labels.get("district").and_then(|v| v.as_str()), Some(exp[0].district.as_str()));
     }
@@ -160,7 +168,14 @@ async fn scripted_server(script: Vec<(u16, &'static str)>) -> (String, Arc<Scrip
                 s.bodies.lock().expect("lock").push(body);
                 let (status, msg) = s.script.lock().expect("lock").pop_front().unwrap_or((204, ""));
                 let status = axum::http::StatusCode::from_u16(status).expect("status");
-                (status, if msg.is_empty() { String::new() } else { format!("{{\"code\":\"invalid\",\"message\":\"{msg}\"}}") })
+                (
+                    status,
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{{\"code\":\"invalid\",\"message\":\"{msg}\"}}")
+                    },
+                )
             }),
         )
         .with_state(state.clone());
@@ -206,7 +221,10 @@ async fn retries_429_and_5xx_but_counts_and_reports_other_4xx() {
     assert_eq!(s.retries, 2 * bodies[1].lines().count() as u64, "{s:?}");
     let all_lines: u64 = bodies[3..].iter().map(|b| b.lines().count() as u64).sum();
     assert_eq!(s.sent + s.failed, all_lines, "{s:?}");
-    assert!(s.last_error.as_deref().is_some_and(|e| e.contains("HTTP 400") && e.contains("field type conflict")), "{s:?}");
+    assert!(
+        s.last_error.as_deref().is_some_and(|e| e.contains("HTTP 400") && e.contains("field type conflict")),
+        "{s:?}"
+    );
     for line in bodies[3].lines() {
         assert!(line.contains(",sensor_id=") && line.contains("seq=") && line.contains("i "), "{line}");
     }

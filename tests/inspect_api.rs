@@ -74,11 +74,8 @@ async fn the_actor_tree_shows_a_panicked_sensor_with_its_restart_and_reason() {
     check_schema(&openapi, "/api/v1/actors", 200, &tree);
     let items = tree["items"].as_array().expect("items");
     // root, sinks, 1 sink, twins, 7 districts, 10 sensors
-    let districts: Vec<&str> = items
-        .iter()
-        .filter(|a| a["parent"] == "root/twins")
-        .map(|a| a["name"].as_str().unwrap_or_default())
-        .collect();
+    let districts: Vec<&str> =
+        items.iter().filter(|a| a["parent"] == "root/twins").map(|a| a["name"].as_str().unwrap_or_default()).collect();
     assert_eq!(districts, ["Fort-de-France", "Lamentin", "Marin", "Robert", "Schœlcher", "Trinité"]);
     assert_eq!(tree["total"], 1 + 1 + 1 + 1 + districts.len() + 10);
     for a in items {
@@ -121,7 +118,8 @@ async fn the_actor_tree_shows_a_panicked_sensor_with_its_restart_and_reason() {
     let (_, district) = get(&rt, "/api/v1/actors/root/twins/Fort-de-France").await;
     assert_eq!(district["state"]["total_restarts"], 1);
     let all = get(&rt, "/api/v1/actors").await.1;
-    let restarted: Vec<&Value> = all["items"].as_array().expect("items").iter().filter(|a| a["restarts"] != 0).collect();
+    let restarted: Vec<&Value> =
+        all["items"].as_array().expect("items").iter().filter(|a| a["restarts"] != 0).collect();
     assert_eq!(restarted.len(), 1, "{restarted:?}");
 
     let (status, missing) = get(&rt, "/api/v1/actors/root/nowhere").await;
@@ -162,7 +160,8 @@ async fn a_stopped_broker_shows_a_disconnected_sink_with_a_growing_queue_and_rea
     assert_eq!(actor["state"]["connected"], false);
 
     // The broker arrives: the sink connects, drains its queue, the runtime is ready.
-    let mut broker = Mosquitto::start_with(MosquittoOptions::plain().with_port(port)).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut broker =
+        Mosquitto::start_with(MosquittoOptions::plain().with_port(port)).await.unwrap_or_else(|e| panic!("{e}"));
     wait_until_async("ready", DEADLINE, || async { get_text(&rt, "/readyz").await.0 == 200 })
         .await
         .unwrap_or_else(|e| panic!("{e}"));
@@ -211,7 +210,8 @@ async fn twins_sinks_geojson_and_events_match_the_runtime() {
     let aq = get(&rt, "/api/v1/twins?type=air-quality").await.1;
     assert_eq!(aq["total"], 2);
     let fdf = get(&rt, "/api/v1/twins?district=fort-de-france").await.1;
-    let ids: Vec<&str> = fdf["items"].as_array().expect("items").iter().map(|t| t["id"].as_str().unwrap_or_default()).collect();
+    let ids: Vec<&str> =
+        fdf["items"].as_array().expect("items").iter().map(|t| t["id"].as_str().unwrap_or_default()).collect();
     assert_eq!(ids, ["aq-fdf-01", "noise-fdf-01", "parking-fdf-01", "traffic-fdf-01"]);
     let page = get(&rt, "/api/v1/twins?offset=8&limit=5").await.1;
     assert_eq!((page["total"].as_u64(), page["items"].as_array().map(Vec::len)), (Some(10), Some(2)));

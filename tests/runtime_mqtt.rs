@@ -91,7 +91,9 @@ async fn every_sensor_reaches_three_brokers_at_once_over_tls_too() {
     let report = rt.shutdown().await;
     assert!(report.flushed, "{report:?}");
 
-    for (name, sub, from_start) in [("mosquitto", &sub_plain, true), ("tls", &sub_tls, true), ("embedded", &sub_embedded, false)] {
+    for (name, sub, from_start) in
+        [("mosquitto", &sub_plain, true), ("tls", &sub_tls, true), ("embedded", &sub_embedded, false)]
+    {
         let got = by_sensor(&sub.messages());
         assert_eq!(got.len(), 10, "{name}: sensors seen: {:?}", got.keys());
         for (id, obs) in &got {
@@ -121,7 +123,9 @@ async fn every_sensor_reaches_three_brokers_at_once_over_tls_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicked_sensor_is_restarted_and_continues_its_sequence() {
     let broker = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let sub = Subscriber::connect(&broker.endpoint(), "city/sensors/air-quality/aq-fdf-01").await.unwrap_or_else(|e| panic!("{e}"));
+    let sub = Subscriber::connect(&broker.endpoint(), "city/sensors/air-quality/aq-fdf-01")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let cfg = config(&format!(
         "[runtime]\ninterval = \"50ms\"\n[http]\nlisten = \"127.0.0.1:0\"\n[supervision]\nbackoff_min = \"50ms\"\n{}",
         sink("mosquitto", &broker.url(), "")
@@ -227,7 +231,8 @@ async fn a_dead_broker_blocks_nobody_and_gets_its_queue_when_back() {
     .unwrap_or_else(|e| panic!("{e}: {:?}", down_sink.snapshot()));
     assert_eq!(down_sink.snapshot().dropped, 0);
     // And new observations keep flowing to it, in order.
-    sub_down.wait_for_messages("fresh observations", |m| per_sensor_at_least(m, 10, 3), DEADLINE)
+    sub_down
+        .wait_for_messages("fresh observations", |m| per_sensor_at_least(m, 10, 3), DEADLINE)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let report = rt.shutdown().await;
@@ -256,7 +261,8 @@ async fn shutdown_stops_sensors_first_and_flushes_every_observation() {
     .unwrap_or_else(|e| panic!("{e}"));
     let report = rt.shutdown().await;
     assert!(report.flushed, "{report:?}");
-    let last: BTreeMap<String, u64> = registry.ids().into_iter().map(|id| (id.clone(), registry.seq(&id).unwrap_or(0))).collect();
+    let last: BTreeMap<String, u64> =
+        registry.ids().into_iter().map(|id| (id.clone(), registry.seq(&id).unwrap_or(0))).collect();
     let total: u64 = last.values().sum();
     sub.wait_for_count(total as usize, DEADLINE).await.unwrap_or_else(|e| panic!("{e}"));
     let got = by_sensor(&sub.messages());

@@ -20,9 +20,7 @@ fn free_port_is_bindable() {
 
 #[tokio::test]
 async fn wait_until_reports_what_and_deadline() {
-    let err = wait_until("the impossible", Duration::from_millis(60), || false)
-        .await
-        .unwrap_err();
+    let err = wait_until("the impossible", Duration::from_millis(60), || false).await.unwrap_err();
     assert!(err.contains("the impossible") && err.contains("60ms"), "{err}");
     let mut n = 0;
     ok(wait_until("three polls", T, || {
@@ -35,10 +33,7 @@ async fn wait_until_reports_what_and_deadline() {
 
 #[tokio::test]
 async fn missing_binary_message() {
-    let opts = MosquittoOptions {
-        binary: Some("/nonexistent/mosquitto".into()),
-        ..MosquittoOptions::plain()
-    };
+    let opts = MosquittoOptions { binary: Some("/nonexistent/mosquitto".into()), ..MosquittoOptions::plain() };
     let err = Mosquitto::start_with(opts).await.err().expect("must fail");
     assert_eq!(
         err,
@@ -122,7 +117,8 @@ async fn tls_roundtrip_and_wrong_ca_refused() {
 async fn persistent_session_survives_graceful_restart() {
     let mut broker = ok(Mosquitto::start_with(MosquittoOptions::plain().with_persistence(None)).await);
     let id = unique_client_id("durable");
-    let sub = ok(Subscriber::connect_with(&broker.endpoint(), "city/sensors/#", SubscriberOptions::persistent(&id)).await);
+    let sub =
+        ok(Subscriber::connect_with(&broker.endpoint(), "city/sensors/#", SubscriberOptions::persistent(&id)).await);
     drop(sub); // offline; the broker queues QoS 1 messages for the session
 
     let publ = ok(Publisher::connect(&broker.endpoint()).await);
@@ -135,7 +131,8 @@ async fn persistent_session_survives_graceful_restart() {
     assert!(broker.dir().join("data/mosquitto.db").is_file(), "{}", broker.log_tail(2000));
     ok(broker.restart().await);
 
-    let sub = ok(Subscriber::connect_with(&broker.endpoint(), "city/sensors/#", SubscriberOptions::persistent(&id)).await);
+    let sub =
+        ok(Subscriber::connect_with(&broker.endpoint(), "city/sensors/#", SubscriberOptions::persistent(&id)).await);
     assert!(sub.state().session_present, "session restored from persistence");
     ok(sub.wait_for_count(3, T).await);
 }

@@ -298,7 +298,11 @@ impl Config {
         let source = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             source: source.clone(),
-            problems: vec![Problem { path: String::new(), origin: None, message: format!("cannot read the file: {e}") }],
+            problems: vec![Problem {
+                path: String::new(),
+                origin: None,
+                message: format!("cannot read the file: {e}"),
+            }],
         })?;
         let mut config = Config::parse(&text, &source, &env_overrides())?;
         if let Some(dir) = path.parent() {
@@ -349,9 +353,8 @@ impl Config {
 /// `TWINRT_*__*` variables of the process environment (variables without `__`, such as
 /// `TWINRT_CONFIG`, are the CLI's, not overrides).
 pub fn env_overrides() -> Vec<(String, String)> {
-    let mut vars: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|rest| rest.contains("__")))
-        .collect();
+    let mut vars: Vec<(String, String)> =
+        std::env::vars().filter(|(k, _)| k.strip_prefix(ENV_PREFIX).is_some_and(|rest| rest.contains("__"))).collect();
     vars.sort();
     vars
 }
@@ -409,10 +412,12 @@ fn set_in_value(v: &mut toml::Value, parts: &[String], value: toml::Value, path:
     match v {
         toml::Value::Table(t) => set_path(t, parts, value, path),
         toml::Value::Array(items) => {
-            let idx: usize = parts[0].parse().map_err(|_| format!("`{}` is an array: the next part must be an index", path))?;
+            let idx: usize =
+                parts[0].parse().map_err(|_| format!("`{}` is an array: the next part must be an index", path))?;
             path.push_str(&format!("[{idx}]"));
             let len = items.len();
-            let item = items.get_mut(idx).ok_or_else(|| format!("index {idx} out of range (the array has {len} entries)"))?;
+            let item =
+                items.get_mut(idx).ok_or_else(|| format!("index {idx} out of range (the array has {len} entries)"))?;
             if parts.len() == 1 {
                 *item = value;
                 return Ok(());
@@ -453,7 +458,10 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     };
     let level = r.or(&mut s, "level", "info".to_string());
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&level) {
-        r.problem("log.level", format!("invalid filter \"{level}\": {e} (e.g. \"info\" or \"twin_runtime=debug,info\")"));
+        r.problem(
+            "log.level",
+            format!("invalid filter \"{level}\": {e} (e.g. \"info\" or \"twin_runtime=debug,info\")"),
+        );
     }
     r.finish(s, &["format", "level"]);
     let log = LogConfig { format, level };
@@ -651,7 +659,15 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
 pub const NGSI_LD_CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
 
 const HTTP_KEYS: &[&str] = &[
-    "name", "url", "queue_capacity", "batch_size", "linger", "request_timeout", "retry_min", "retry_max", "token",
+    "name",
+    "url",
+    "queue_capacity",
+    "batch_size",
+    "linger",
+    "request_timeout",
+    "retry_min",
+    "retry_max",
+    "token",
     "token_file",
 ];
 
@@ -764,7 +780,14 @@ pub fn check_http_url(url: &str) -> Result<String, String> {
 }
 
 const REDPANDA_CONSUMER_KEYS: &[&str] = &[
-    "url", "group", "topics", "poll_interval", "sink", "fetch_max_bytes", "fetch_timeout", "ack_timeout",
+    "url",
+    "group",
+    "topics",
+    "poll_interval",
+    "sink",
+    "fetch_max_bytes",
+    "fetch_timeout",
+    "ack_timeout",
     "request_timeout",
 ];
 
@@ -780,7 +803,10 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
     });
     let group = r.or(s, "group", "twinrt".to_string());
     if check_topic(&group).is_err() {
-        r.problem(format!("{path}.group"), format!("\"{group}\" is not a valid group name (1-249 characters of A-Z a-z 0-9 . _ -)"));
+        r.problem(
+            format!("{path}.group"),
+            format!("\"{group}\" is not a valid group name (1-249 characters of A-Z a-z 0-9 . _ -)"),
+        );
     }
     let topics = match t_opt_strings(r, s, "topics") {
         Some(t) => t,
@@ -800,8 +826,12 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
     if let Some(name) = &sink {
         if !sinks.influxdb.iter().any(|i| &i.common.name == name) {
             let known: Vec<&str> = sinks.influxdb.iter().map(|i| i.common.name.as_str()).collect();
-            let known = if known.is_empty() { "there is none".to_string() } else { format!("known: {}", known.join(", ")) };
-            r.problem(format!("{path}.sink"), format!("\"{name}\" is not the name of a [[sinks.influxdb]] entry ({known})"));
+            let known =
+                if known.is_empty() { "there is none".to_string() } else { format!("known: {}", known.join(", ")) };
+            r.problem(
+                format!("{path}.sink"),
+                format!("\"{name}\" is not the name of a [[sinks.influxdb]] entry ({known})"),
+            );
         }
     }
     let fetch_max_bytes = r.or(s, "fetch_max_bytes", 1_048_576u64);
@@ -845,8 +875,21 @@ pub fn check_topic(name: &str) -> Result<(), String> {
 }
 
 const MQTT_KEYS: &[&str] = &[
-    "name", "url", "qos", "ca_file", "client_cert", "client_key", "username", "password", "client_id",
-    "clean_session", "keep_alive", "topic_prefix", "queue_capacity", "max_inflight", "reconnect_min",
+    "name",
+    "url",
+    "qos",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "username",
+    "password",
+    "client_id",
+    "clean_session",
+    "keep_alive",
+    "topic_prefix",
+    "queue_capacity",
+    "max_inflight",
+    "reconnect_min",
     "reconnect_max",
 ];
 
@@ -1003,7 +1046,10 @@ fn check_id(r: &mut Reader<'_>, path: &str, id: &str) {
         && id.len() <= 128
         && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !ok {
-        r.problem(path, format!("\"{id}\" must be 1-128 characters of A-Z a-z 0-9 - _ . (it becomes part of MQTT topics and URLs)"));
+        r.problem(
+            path,
+            format!("\"{id}\" must be 1-128 characters of A-Z a-z 0-9 - _ . (it becomes part of MQTT topics and URLs)"),
+        );
     }
 }
 
@@ -1050,7 +1096,10 @@ mod tests {
         let ports: Vec<u16> = c.sinks.mqtt.iter().map(|m| m.port).collect();
         assert_eq!(ports, vec![11883, 1883, 1900]);
         assert!(c.sinks.mqtt[2].tls);
-        assert_eq!(c.sinks.names(), ["emqx", "mosquitto", "bunkerm", "orion", "stellio", "frost", "influxdb", "redpanda"]);
+        assert_eq!(
+            c.sinks.names(),
+            ["emqx", "mosquitto", "bunkerm", "orion", "stellio", "frost", "influxdb", "redpanda"]
+        );
         assert!(c.sinks.influxdb[0].consumer_only, "InfluxDB is fed by the consumer, as in the seed");
         assert_eq!(c.redpanda_consumer.as_ref().map(|r| r.sink.as_str()), Some("influxdb"));
         assert_eq!(c.sensors.len(), 10 + 500 + 200);

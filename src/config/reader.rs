@@ -67,9 +67,7 @@ impl Origins {
 }
 
 pub fn line_starts(text: &str) -> Vec<usize> {
-    std::iter::once(0)
-        .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-        .collect()
+    std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
 }
 
 pub fn line_of(starts: &[usize], offset: usize) -> usize {
@@ -87,24 +85,15 @@ fn join(prefix: &str, key: &str) -> String {
     }
 }
 
-fn walk_table(
-    table: &toml_edit::Table,
-    prefix: &str,
-    starts: &[usize],
-    out: &mut HashMap<String, String>,
-) {
+fn walk_table(table: &toml_edit::Table, prefix: &str, starts: &[usize], out: &mut HashMap<String, String>) {
     if let Some(span) = table.span() {
         if !prefix.is_empty() {
-            out.entry(prefix.to_string())
-                .or_insert_with(|| format!("line {}", line_of(starts, span.start)));
+            out.entry(prefix.to_string()).or_insert_with(|| format!("line {}", line_of(starts, span.start)));
         }
     }
     for (key, item) in table.iter() {
         let path = join(prefix, key);
-        let span = table
-            .key(key)
-            .and_then(|k| k.span())
-            .or_else(|| item.span());
+        let span = table.key(key).and_then(|k| k.span()).or_else(|| item.span());
         if let Some(span) = span {
             out.insert(path.clone(), format!("line {}", line_of(starts, span.start)));
         }

@@ -40,7 +40,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_param(param: &str, message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into(), param: Some(param.into()) }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "bad_request",
+            message: message.into(),
+            param: Some(param.into()),
+        }
     }
 
     pub fn not_found(message: impl Into<String>) -> ApiError {
@@ -69,7 +74,10 @@ impl Params {
         let mut map = BTreeMap::new();
         for (k, v) in pairs {
             if !allowed.contains(&k.as_str()) {
-                return Err(ApiError::bad_param(&k, format!("unknown parameter `{k}`; accepted: {}", allowed.join(", "))));
+                return Err(ApiError::bad_param(
+                    &k,
+                    format!("unknown parameter `{k}`; accepted: {}", allowed.join(", ")),
+                ));
             }
             if map.insert(k.clone(), v).is_some() {
                 return Err(ApiError::bad_param(&k, format!("parameter `{k}` given twice")));
@@ -129,18 +137,21 @@ pub async fn actors(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<
         Some("sink") => Some(ActorKind::Sink),
         Some("consumer") => Some(ActorKind::Consumer),
         Some(other) => {
-            return Err(ApiError::bad_param("kind", format!("unknown kind \"{other}\"; accepted: supervisor, sensor, sink, consumer")))
+            return Err(ApiError::bad_param(
+                "kind",
+                format!("unknown kind \"{other}\"; accepted: supervisor, sensor, sink, consumer"),
+            ))
         }
     };
     let offset = p.usize("offset", 0, usize::MAX)?;
     let limit = p.usize("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
-    let matching: Vec<&std::sync::Arc<ActorEntry>> =
-        s.directory
-            .entries()
-            .iter()
-            .filter(|e| kind.is_none_or(|k| e.kind == k))
-            .filter(|e| parent.is_none_or(|p| e.parent.as_deref() == Some(p)))
-            .collect();
+    let matching: Vec<&std::sync::Arc<ActorEntry>> = s
+        .directory
+        .entries()
+        .iter()
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .filter(|e| parent.is_none_or(|p| e.parent.as_deref() == Some(p)))
+        .collect();
     let items: Vec<ActorInfo> = matching.iter().skip(offset).take(limit).map(|e| e.info()).collect();
     Ok(Json(json!(Page { total: matching.len(), offset, limit, items })))
 }
@@ -245,9 +256,8 @@ fn twin_detail(s: &AppState, view: TwinView) -> TwinDetail {
 fn matching_ids(s: &AppState, p: &Params) -> Result<Vec<String>, ApiError> {
     let kind = p.kind()?;
     let district = p.district()?;
-    Ok(s.registry.ids_where(|spec| {
-        kind.is_none_or(|k| spec.kind == k) && district.as_ref().is_none_or(|d| &spec.district == d)
-    }))
+    Ok(s.registry
+        .ids_where(|spec| kind.is_none_or(|k| spec.kind == k) && district.as_ref().is_none_or(|d| &spec.district == d)))
 }
 
 /// `GET /api/v1/twins?type=&district=&offset=&limit=`

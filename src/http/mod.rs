@@ -59,7 +59,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serve until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
     if let Err(e) = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await {
         tracing::error!(error = %e, "HTTP server failed");
     }

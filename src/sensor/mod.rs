@@ -113,7 +113,11 @@ impl Actor for SensorActor {
     type State = SensorState;
     type Arguments = SensorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SensorMsg>, args: SensorArgs) -> Result<SensorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SensorMsg>,
+        args: SensorArgs,
+    ) -> Result<SensorState, ActorProcessingErr> {
         if args.ctx.registry.seq(&args.id).is_none() {
             return Err(format!("sensor {}: no twin in the registry", args.id).into());
         }
@@ -157,7 +161,12 @@ impl Actor for SensorActor {
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<SensorMsg>, msg: SensorMsg, state: &mut SensorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SensorMsg>,
+        msg: SensorMsg,
+        state: &mut SensorState,
+    ) -> Result<(), ActorProcessingErr> {
         state.entry.mailbox.handled();
         match msg {
             SensorMsg::Tick => {

@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, SpawnErr};
-use supervision::{ChildSpec, Restart, Supervisor, SupervisorArgs, SupervisorSpec, SupervisionObserver, SupervisorStats};
+use supervision::{
+    ChildSpec, Restart, SupervisionObserver, Supervisor, SupervisorArgs, SupervisorSpec, SupervisorStats,
+};
 
 use super::{SensorActor, SensorArgs, SensorContext};
 use crate::actors::{ActorEntry, ActorKind, Directory};
@@ -38,15 +40,13 @@ pub fn supervisor_child(
 }
 
 /// Await a spawn and attach the new cell to the directory entry.
-pub fn spawn_attached(
+pub async fn spawn_attached(
     entry: Arc<ActorEntry>,
     spawn: impl Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static,
-) -> impl Future<Output = Result<ActorCell, SpawnErr>> + Send + 'static {
-    async move {
-        let cell = spawn.await?;
-        entry.attach(cell.clone());
-        Ok(cell)
-    }
+) -> Result<ActorCell, SpawnErr> {
+    let cell = spawn.await?;
+    entry.attach(cell.clone());
+    Ok(cell)
 }
 
 /// The child spec of the twins supervisor (path `{parent}/twins`), with entries for it,

@@ -122,7 +122,11 @@ impl<S: BatchService> Actor for BatchSink<S> {
     type State = BatchSinkState;
     type Arguments = BatchSinkArgs<S>;
 
-    async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: BatchSinkArgs<S>) -> Result<BatchSinkState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        args: BatchSinkArgs<S>,
+    ) -> Result<BatchSinkState, ActorProcessingErr> {
         let service = (args.make)()?;
         args.entry.attach(myself.get_cell());
         let notify = Arc::new(Notify::new());
@@ -131,13 +135,22 @@ impl<S: BatchService> Actor for BatchSink<S> {
         Ok(BatchSinkState { handle: args.handle, notify, ledger, worker, actor_id: myself.get_id() })
     }
 
-    async fn post_start(&self, myself: ActorRef<SinkMsg>, state: &mut BatchSinkState) -> Result<(), ActorProcessingErr> {
+    async fn post_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        state: &mut BatchSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         state.handle.attach(Some(myself));
         state.notify.notify_one();
         Ok(())
     }
 
-    async fn handle(&self, _myself: ActorRef<SinkMsg>, msg: SinkMsg, state: &mut BatchSinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        state: &mut BatchSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         state.handle.mailbox.handled();
         match msg {
             SinkMsg::Pump => {

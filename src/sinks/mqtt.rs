@@ -117,13 +117,16 @@ pub fn mqtt_options(cfg: &MqttSinkConfig) -> Result<MqttOptions, String> {
     if cfg.tls {
         install_crypto_provider();
         let ca = match &cfg.ca_file {
-            Some(path) => std::fs::read(path).map_err(|e| format!("sink {}: cannot read ca_file {}: {e}", cfg.name, path.display()))?,
+            Some(path) => std::fs::read(path)
+                .map_err(|e| format!("sink {}: cannot read ca_file {}: {e}", cfg.name, path.display()))?,
             None => return Err(format!("sink {}: mqtts:// needs a ca_file", cfg.name)),
         };
         let client_auth = match (&cfg.client_cert, &cfg.client_key) {
             (Some(c), Some(k)) => Some((
-                std::fs::read(c).map_err(|e| format!("sink {}: cannot read client_cert {}: {e}", cfg.name, c.display()))?,
-                std::fs::read(k).map_err(|e| format!("sink {}: cannot read client_key {}: {e}", cfg.name, k.display()))?,
+                std::fs::read(c)
+                    .map_err(|e| format!("sink {}: cannot read client_cert {}: {e}", cfg.name, c.display()))?,
+                std::fs::read(k)
+                    .map_err(|e| format!("sink {}: cannot read client_key {}: {e}", cfg.name, k.display()))?,
             )),
             _ => None,
         };
@@ -137,7 +140,11 @@ impl Actor for MqttSink {
     type State = MqttSinkState;
     type Arguments = MqttSinkArgs;
 
-    async fn pre_start(&self, myself: ActorRef<SinkMsg>, args: MqttSinkArgs) -> Result<MqttSinkState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        args: MqttSinkArgs,
+    ) -> Result<MqttSinkState, ActorProcessingErr> {
         let MqttSinkArgs { handle, config, entry } = args;
         entry.attach(myself.get_cell());
         let opts = mqtt_options(&config)?;
@@ -152,7 +159,12 @@ impl Actor for MqttSink {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SinkMsg>, msg: SinkMsg, state: &mut MqttSinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        state: &mut MqttSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         state.handle.mailbox.handled();
         match msg {
             SinkMsg::Pump => {

@@ -201,9 +201,8 @@ impl SinkStats {
     /// What happened over the last `window` (or since the oldest sample, if younger).
     pub fn window(&self, window: std::time::Duration) -> WindowCounts {
         let now = self.counts();
-        let base = self.samples.lock().ok().and_then(|q| {
-            q.iter().find(|s| now.at.duration_since(s.at) <= window).copied()
-        });
+        let base =
+            self.samples.lock().ok().and_then(|q| q.iter().find(|s| now.at.duration_since(s.at) <= window).copied());
         let base = base.unwrap_or(Sample { at: now.at, sent: 0, failed: 0, dropped: 0, retries: 0 });
         WindowCounts {
             sent: now.sent.saturating_sub(base.sent),

@@ -41,12 +41,7 @@ pub struct Backoff {
 impl Backoff {
     /// Validated constructor: `min <= max`, `factor >= 1` (finite),
     /// `0 <= jitter <= 1`.
-    pub fn new(
-        min: Duration,
-        max: Duration,
-        factor: f64,
-        jitter: f64,
-    ) -> Result<Self, BackoffError> {
+    pub fn new(min: Duration, max: Duration, factor: f64, jitter: f64) -> Result<Self, BackoffError> {
         if min > max {
             return Err(BackoffError::MinAboveMax { min, max });
         }
@@ -57,22 +52,12 @@ impl Backoff {
             // NaN also fails `contains`.
             return Err(BackoffError::InvalidJitter(jitter));
         }
-        Ok(Self {
-            min,
-            max,
-            factor,
-            jitter,
-        })
+        Ok(Self { min, max, factor, jitter })
     }
 
     /// A backoff that always waits exactly `delay` (factor 1, no jitter).
     pub fn fixed(delay: Duration) -> Self {
-        Self {
-            min: delay,
-            max: delay,
-            factor: 1.0,
-            jitter: 0.0,
-        }
+        Self { min: delay, max: delay, factor: 1.0, jitter: 0.0 }
     }
 
     /// Restart immediately (zero delay).
@@ -135,12 +120,7 @@ impl Backoff {
 impl Default for Backoff {
     /// 100 ms doubling up to 30 s, plus or minus 20 % jitter.
     fn default() -> Self {
-        Self {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            factor: 2.0,
-            jitter: 0.2,
-        }
+        Self { min: Duration::from_millis(100), max: Duration::from_secs(30), factor: 2.0, jitter: 0.2 }
     }
 }
 
@@ -154,53 +134,23 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert_eq!(
-            Backoff::new(MS(10), MS(5), 2.0, 0.1),
-            Err(BackoffError::MinAboveMax {
-                min: MS(10),
-                max: MS(5)
-            })
-        );
-        assert_eq!(
-            Backoff::new(MS(1), MS(5), 0.5, 0.1),
-            Err(BackoffError::InvalidFactor(0.5))
-        );
-        assert!(matches!(
-            Backoff::new(MS(1), MS(5), f64::NAN, 0.1),
-            Err(BackoffError::InvalidFactor(_))
-        ));
-        assert!(matches!(
-            Backoff::new(MS(1), MS(5), f64::INFINITY, 0.1),
-            Err(BackoffError::InvalidFactor(_))
-        ));
-        assert_eq!(
-            Backoff::new(MS(1), MS(5), 2.0, 1.5),
-            Err(BackoffError::InvalidJitter(1.5))
-        );
-        assert_eq!(
-            Backoff::new(MS(1), MS(5), 2.0, -0.1),
-            Err(BackoffError::InvalidJitter(-0.1))
-        );
-        assert!(matches!(
-            Backoff::new(MS(1), MS(5), 2.0, f64::NAN),
-            Err(BackoffError::InvalidJitter(_))
-        ));
+        assert_eq!(Backoff::new(MS(10), MS(5), 2.0, 0.1), Err(BackoffError::MinAboveMax { min: MS(10), max: MS(5) }));
+        assert_eq!(Backoff::new(MS(1), MS(5), 0.5, 0.1), Err(BackoffError::InvalidFactor(0.5)));
+        assert!(matches!(Backoff::new(MS(1), MS(5), f64::NAN, 0.1), Err(BackoffError::InvalidFactor(_))));
+        assert!(matches!(Backoff::new(MS(1), MS(5), f64::INFINITY, 0.1), Err(BackoffError::InvalidFactor(_))));
+        assert_eq!(Backoff::new(MS(1), MS(5), 2.0, 1.5), Err(BackoffError::InvalidJitter(1.5)));
+        assert_eq!(Backoff::new(MS(1), MS(5), 2.0, -0.1), Err(BackoffError::InvalidJitter(-0.1)));
+        assert!(matches!(Backoff::new(MS(1), MS(5), 2.0, f64::NAN), Err(BackoffError::InvalidJitter(_))));
         // Boundaries are accepted.
         let b = Backoff::new(MS(5), MS(5), 1.0, 1.0).unwrap();
-        assert_eq!(
-            (b.min(), b.max(), b.factor(), b.jitter()),
-            (MS(5), MS(5), 1.0, 1.0)
-        );
+        assert_eq!((b.min(), b.max(), b.factor(), b.jitter()), (MS(5), MS(5), 1.0, 1.0));
         assert!(Backoff::new(Duration::ZERO, MS(5), 1.0, 0.0).is_ok());
     }
 
     #[test]
     fn default_is_sensible_and_valid() {
         let d = Backoff::default();
-        assert_eq!(
-            Backoff::new(d.min(), d.max(), d.factor(), d.jitter()),
-            Ok(d)
-        );
+        assert_eq!(Backoff::new(d.min(), d.max(), d.factor(), d.jitter()), Ok(d));
         assert_eq!(d.min(), MS(100));
         assert_eq!(d.max(), Duration::from_secs(30));
         assert_eq!(d.factor(), 2.0);
@@ -212,18 +162,7 @@ mod tests {
         let b = Backoff::new(MS(100), MS(1_000), 2.0, 0.0).unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         let got: Vec<_> = (0..7).map(|a| b.delay(a, &mut rng)).collect();
-        assert_eq!(
-            got,
-            vec![
-                MS(100),
-                MS(200),
-                MS(400),
-                MS(800),
-                MS(1_000),
-                MS(1_000),
-                MS(1_000)
-            ]
-        );
+        assert_eq!(got, vec![MS(100), MS(200), MS(400), MS(800), MS(1_000), MS(1_000), MS(1_000)]);
         // Huge attempts do not overflow.
         assert_eq!(b.delay(u32::MAX, &mut rng), MS(1_000));
         assert_eq!(b.base_delay(10_000), MS(1_000));
@@ -241,14 +180,8 @@ mod tests {
                 let d = b.delay(attempt, &mut rng);
                 assert!(d <= b.max(), "attempt {attempt}: {d:?} above max");
                 let s = d.as_secs_f64();
-                assert!(
-                    s >= base * 0.5 - 1e-9,
-                    "attempt {attempt}: {d:?} below -50% of {base}"
-                );
-                assert!(
-                    s <= base * 1.5 + 1e-9,
-                    "attempt {attempt}: {d:?} above +50% of {base}"
-                );
+                assert!(s >= base * 0.5 - 1e-9, "attempt {attempt}: {d:?} below -50% of {base}");
+                assert!(s <= base * 1.5 + 1e-9, "attempt {attempt}: {d:?} above +50% of {base}");
                 below |= s < base - 1e-6;
                 above |= s > base + 1e-6;
             }

@@ -82,12 +82,8 @@ mod supervisor;
 pub use ractor;
 
 pub use backoff::{Backoff, BackoffError};
-pub use spec::{
-    ChildSpec, Intensity, Restart, SpawnFuture, StartFn, Strategy, SupervisionObserver,
-    SupervisorSpec,
-};
+pub use spec::{ChildSpec, Intensity, Restart, SpawnFuture, StartFn, Strategy, SupervisionObserver, SupervisorSpec};
 pub use stats::{ChildSnapshot, ChildStatus, FailureRecord, SupervisorSnapshot, SupervisorStats};
 pub use supervisor::{
-    Internal, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorRefExt, SupervisorState,
-    CHILD_SHUTDOWN_TIMEOUT,
+    Internal, Supervisor, SupervisorArgs, SupervisorMsg, SupervisorRefExt, SupervisorState, CHILD_SHUTDOWN_TIMEOUT,
 };

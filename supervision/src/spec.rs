@@ -35,10 +35,7 @@ pub struct Intensity {
 impl Intensity {
     /// Shorthand constructor.
     pub const fn new(max_restarts: u32, within: Duration) -> Self {
-        Self {
-            max_restarts,
-            within,
-        }
+        Self { max_restarts, within }
     }
 }
 
@@ -77,18 +74,12 @@ pub struct SupervisorSpec {
 impl SupervisorSpec {
     /// A spec with default intensity and backoff.
     pub fn new(name: impl Into<String>, strategy: Strategy) -> Self {
-        Self {
-            name: name.into(),
-            strategy,
-            intensity: Intensity::default(),
-            backoff: Backoff::default(),
-        }
+        Self { name: name.into(), strategy, intensity: Intensity::default(), backoff: Backoff::default() }
     }
 }
 
 /// Future returned by a [`ChildSpec`] factory.
-pub type SpawnFuture =
-    Pin<Box<dyn Future<Output = Result<ractor::ActorCell, ractor::SpawnErr>> + Send>>;
+pub type SpawnFuture = Pin<Box<dyn Future<Output = Result<ractor::ActorCell, ractor::SpawnErr>> + Send>>;
 
 /// Factory of a child: given the supervisor's cell, spawn the child linked to
 /// it and return the child's cell.
@@ -115,22 +106,12 @@ pub struct ChildSpec {
 
 impl ChildSpec {
     /// Build a spec from an async closure, hiding the `Box::pin`.
-    pub fn new<F, Fut>(
-        id: impl Into<String>,
-        kind: &'static str,
-        restart: Restart,
-        start: F,
-    ) -> Self
+    pub fn new<F, Fut>(id: impl Into<String>, kind: &'static str, restart: Restart, start: F) -> Self
     where
         F: Fn(ractor::ActorCell) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ractor::ActorCell, ractor::SpawnErr>> + Send + 'static,
     {
-        Self {
-            id: id.into(),
-            kind,
-            restart,
-            start: Arc::new(move |sup| Box::pin(start(sup)) as SpawnFuture),
-        }
+        Self { id: id.into(), kind, restart, start: Arc::new(move |sup| Box::pin(start(sup)) as SpawnFuture) }
     }
 }
 

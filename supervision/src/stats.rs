@@ -24,10 +24,7 @@ impl FailureRecord {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        Self {
-            reason: reason.into(),
-            at_unix_ms,
-        }
+        Self { reason: reason.into(), at_unix_ms }
     }
 }
 

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
@@ -37,12 +35,7 @@ pub struct SupervisorArgs {
 impl SupervisorArgs {
     /// Arguments without observer and with fresh stats.
     pub fn new(spec: SupervisorSpec, children: Vec<ChildSpec>) -> Self {
-        Self {
-            spec,
-            children,
-            observer: None,
-            stats: SupervisorStats::default(),
-        }
+        Self { spec, children, observer: None, stats: SupervisorStats::default() }
     }
 }
 
@@ -83,12 +76,7 @@ impl Supervisor {
     /// its parent, with arguments produced by `args` (called at every
     /// (re)start; reuse the same [`SupervisorStats`] inside it to keep one
     /// view across restarts).
-    pub fn child_spec<F>(
-        id: impl Into<String>,
-        kind: &'static str,
-        restart: Restart,
-        args: F,
-    ) -> ChildSpec
+    pub fn child_spec<F>(id: impl Into<String>, kind: &'static str, restart: Restart, args: F) -> ChildSpec
     where
         F: Fn() -> SupervisorArgs + Send + Sync + 'static,
     {
@@ -152,19 +140,10 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let SupervisorArgs {
-            spec,
-            children,
-            observer,
-            stats,
-        } = args;
+        let SupervisorArgs { spec, children, observer, stats } = args;
         let mut seen = std::collections::HashSet::with_capacity(children.len());
         if let Some(dup) = children.iter().find(|c| !seen.insert(c.id.as_str())) {
-            return Err(format!(
-                "supervisor '{}': duplicate child id '{}'",
-                spec.name, dup.id
-            )
-            .into());
+            return Err(format!("supervisor '{}': duplicate child id '{}'", spec.name, dup.id).into());
         }
         drop(seen);
         {
@@ -172,8 +151,7 @@ impl Actor for Supervisor {
             w.header.name = spec.name.clone();
             w.header.strategy = spec.strategy;
             w.header.max_restarts = spec.intensity.max_restarts;
-            w.header.within_ms =
-                u64::try_from(spec.intensity.within.as_millis()).unwrap_or(u64::MAX);
+            w.header.within_ms = u64::try_from(spec.intensity.within.as_millis()).unwrap_or(u64::MAX);
             // total_restarts, escalated and message counts accumulate across incarnations.
             w.children.clear();
             w.by_id.clear();
@@ -196,16 +174,11 @@ impl Actor for Supervisor {
         for key in keys {
             if let Err(err) = state.spawn_child(&myself, key).await {
                 let id = state.children[&key].spec.id.clone();
-                let reason = format!(
-                    "supervisor '{}': failed to start child '{}': {err}",
-                    state.spec.name, id
-                );
+                let reason = format!("supervisor '{}': failed to start child '{}': {err}", state.spec.name, id);
                 error!(supervisor = %state.spec.name, child = %id, %err, "failed to start child");
                 state.set_failure(key, &reason);
                 state.set_status(key, ChildStatus::Failed);
-                state
-                    .shutdown_children(&myself, Some("supervisor start failed".into()))
-                    .await;
+                state.shutdown_children(&myself, Some("supervisor start failed".into())).await;
                 return Err(reason.into());
             }
         }
@@ -213,11 +186,7 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn post_stop(
-        &self,
-        myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, myself: ActorRef<Self::Msg>, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
         debug!(supervisor = %state.spec.name, "supervisor stopping, stopping children");
         state.shutdown_children(&myself, None).await;
         info!(supervisor = %state.spec.name, "supervisor stopped");
@@ -246,10 +215,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.stats.snapshot());
             }
             SupervisorMsg::Internal(Internal(InternalKind::RestartChild { key, generation })) => {
-                let due = state
-                    .children
-                    .get(&key)
-                    .is_some_and(|c| c.generation == generation && c.cell.is_none());
+                let due = state.children.get(&key).is_some_and(|c| c.generation == generation && c.cell.is_none());
                 if due {
                     if let Err(err) = state.restart_child(&myself, key).await {
                         state.on_start_failure(&myself, key, err).await?;
@@ -275,9 +241,7 @@ impl Actor for Supervisor {
         match event {
             SupervisionEvent::ActorStarted(cell) => state.on_started(cell.get_id()),
             SupervisionEvent::ActorFailed(cell, err) => {
-                state
-                    .on_exit(&myself, cell.get_id(), Exit::Abnormal(err.to_string()))
-                    .await?;
+                state.on_exit(&myself, cell.get_id(), Exit::Abnormal(err.to_string())).await?;
             }
             SupervisionEvent::ActorTerminated(cell, last_state, reason) => {
                 // ractor hands back the last state on every orderly stop; it
@@ -366,18 +330,13 @@ impl SupervisorState {
     }
 
     /// Call the child's factory and register the new instance.
-    async fn spawn_child(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        key: u64,
-    ) -> Result<(), String> {
+    async fn spawn_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64) -> Result<(), String> {
         let Some(child) = self.children.get(&key) else {
             return Err("unknown child".into());
         };
         let start = Arc::clone(&child.spec.start);
         self.set_status(key, ChildStatus::Starting);
-        let spawned = match std::panic::catch_unwind(AssertUnwindSafe(|| start(myself.get_cell())))
-        {
+        let spawned = match std::panic::catch_unwind(AssertUnwindSafe(|| start(myself.get_cell()))) {
             Ok(fut) => CatchUnwind(fut).await,
             Err(panic) => Err(panic_message(panic)),
         };
@@ -386,9 +345,7 @@ impl SupervisorState {
             Ok(Err(spawn_err)) => return Err(spawn_err.to_string()),
             Err(panic) => return Err(format!("child factory panicked: {panic}")),
         };
-        let linked_to_us = cell
-            .try_get_supervisor()
-            .is_some_and(|s| s.get_id() == myself.get_id());
+        let linked_to_us = cell.try_get_supervisor().is_some_and(|s| s.get_id() == myself.get_id());
         if !linked_to_us {
             warn!(supervisor = %self.name(), child = %self.children[&key].spec.id,
                 "child factory did not link the child to its supervisor; linking it now");
@@ -403,17 +360,9 @@ impl SupervisorState {
         Ok(())
     }
 
-    async fn start_new_child(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        spec: ChildSpec,
-    ) -> Result<(), String> {
+    async fn start_new_child(&mut self, myself: &ActorRef<SupervisorMsg>, spec: ChildSpec) -> Result<(), String> {
         if self.by_id.contains_key(&spec.id) {
-            return Err(format!(
-                "child '{}' already exists in supervisor '{}'",
-                spec.id,
-                self.name()
-            ));
+            return Err(format!("child '{}' already exists in supervisor '{}'", spec.id, self.name()));
         }
         let id = spec.id.clone();
         let key = self.insert_child(spec);
@@ -441,12 +390,7 @@ impl SupervisorState {
         // Its termination event will find no entry and be ignored.
         let cells: Vec<ActorCell> = child.cell.into_iter().collect();
         tokio::spawn(async move {
-            stop_all(
-                cells,
-                Some("terminated by supervisor".into()),
-                CHILD_SHUTDOWN_TIMEOUT,
-            )
-            .await;
+            stop_all(cells, Some("terminated by supervisor".into()), CHILD_SHUTDOWN_TIMEOUT).await;
             if let Some(reply) = reply {
                 let _ = reply.send(true);
             }
@@ -473,8 +417,7 @@ impl SupervisorState {
             return Ok(());
         };
         child.cell = None;
-        let (restart_policy, id, kind) =
-            (child.spec.restart, child.spec.id.clone(), child.spec.kind);
+        let (restart_policy, id, kind) = (child.spec.restart, child.spec.id.clone(), child.spec.kind);
         self.edit_snap(key, |s| s.actor_id = None);
 
         let (abnormal, reason) = match exit {
@@ -500,11 +443,7 @@ impl SupervisorState {
             if restart_policy == Restart::Temporary {
                 self.remove_child(key);
             } else {
-                let status = if abnormal {
-                    ChildStatus::Failed
-                } else {
-                    ChildStatus::Stopped
-                };
+                let status = if abnormal { ChildStatus::Failed } else { ChildStatus::Stopped };
                 self.set_status(key, status);
             }
             return Ok(());
@@ -523,11 +462,7 @@ impl SupervisorState {
         let now = Instant::now();
         let within = self.spec.intensity.within;
         self.restart_times.push_back(now);
-        while self
-            .restart_times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > within)
-        {
+        while self.restart_times.front().is_some_and(|t| now.duration_since(*t) > within) {
             self.restart_times.pop_front();
         }
         if self.restart_times.len() > self.spec.intensity.max_restarts as usize {
@@ -540,11 +475,7 @@ impl SupervisorState {
         };
         // A child that ran longer than the window starts over at attempt 0.
         // `take` so that failed restart attempts keep growing the backoff.
-        if child
-            .started_at
-            .take()
-            .is_some_and(|t| now.duration_since(t) > within)
-        {
+        if child.started_at.take().is_some_and(|t| now.duration_since(t) > within) {
             child.consecutive = 0;
         }
         let delay = backoff.delay(child.consecutive, &mut rand::rng());
@@ -556,12 +487,8 @@ impl SupervisorState {
                 child.generation += 1;
                 let msg_gen = child.generation;
                 self.set_status(key, ChildStatus::Restarting { in_ms });
-                let make = move || {
-                    SupervisorMsg::Internal(Internal(InternalKind::RestartChild {
-                        key,
-                        generation: msg_gen,
-                    }))
-                };
+                let make =
+                    move || SupervisorMsg::Internal(Internal(InternalKind::RestartChild { key, generation: msg_gen }));
                 if delay.is_zero() {
                     let _ = myself.send_message(make());
                 } else {
@@ -575,12 +502,7 @@ impl SupervisorState {
 
     /// Stop every live child (their exits are not failures), then after the
     /// backoff restart them all in spec order.
-    fn schedule_restart_all(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        delay: Duration,
-        in_ms: u64,
-    ) {
+    fn schedule_restart_all(&mut self, myself: &ActorRef<SupervisorMsg>, delay: Duration, in_ms: u64) {
         self.epoch += 1;
         let mut to_stop = Vec::new();
         let mut temporaries = Vec::new();
@@ -614,29 +536,14 @@ impl SupervisorState {
         let myself = myself.clone();
         tokio::spawn(async move {
             let restart_at = Instant::now() + delay;
-            stop_all(
-                to_stop,
-                Some("one-for-all restart".into()),
-                CHILD_SHUTDOWN_TIMEOUT,
-            )
-            .await;
+            stop_all(to_stop, Some("one-for-all restart".into()), CHILD_SHUTDOWN_TIMEOUT).await;
             tokio::time::sleep_until(restart_at).await;
-            let _ = myself.send_message(SupervisorMsg::Internal(Internal(
-                InternalKind::RestartAll { epoch },
-            )));
+            let _ = myself.send_message(SupervisorMsg::Internal(Internal(InternalKind::RestartAll { epoch })));
         });
     }
 
-    async fn restart_all(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-    ) -> Result<(), ActorProcessingErr> {
-        let keys: Vec<u64> = self
-            .children
-            .iter()
-            .filter(|(_, c)| c.pending_all)
-            .map(|(k, _)| *k)
-            .collect();
+    async fn restart_all(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
+        let keys: Vec<u64> = self.children.iter().filter(|(_, c)| c.pending_all).map(|(k, _)| *k).collect();
         for key in keys {
             let Some(child) = self.children.get_mut(&key) else {
                 continue;
@@ -655,11 +562,7 @@ impl SupervisorState {
     }
 
     /// Spawn a new instance of a child that is due for restart.
-    async fn restart_child(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        key: u64,
-    ) -> Result<(), String> {
+    async fn restart_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64) -> Result<(), String> {
         self.spawn_child(myself, key).await?;
         let mut snap = None;
         {
@@ -700,17 +603,8 @@ impl SupervisorState {
 
     /// Give up: stop all children, record and report the escalation, and
     /// return the error that fails this supervisor.
-    async fn escalate(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        key: u64,
-        reason: &str,
-    ) -> ActorProcessingErr {
-        let child_id = self
-            .children
-            .get(&key)
-            .map(|c| c.spec.id.clone())
-            .unwrap_or_default();
+    async fn escalate(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64, reason: &str) -> ActorProcessingErr {
+        let child_id = self.children.get(&key).map(|c| c.spec.id.clone()).unwrap_or_default();
         let msg = format!(
             "supervisor '{}' exceeded its restart intensity ({} restarts within {:?}); last failure of child '{}': {}",
             self.spec.name, self.spec.intensity.max_restarts, self.spec.intensity.within, child_id, reason
@@ -721,17 +615,12 @@ impl SupervisorState {
         if let Some(obs) = &self.observer {
             obs.escalated(&self.spec.name, &msg);
         }
-        self.shutdown_children(myself, Some("supervisor escalated".into()))
-            .await;
+        self.shutdown_children(myself, Some("supervisor escalated".into())).await;
         msg.into()
     }
 
     /// Stop all linked children and wait for them; no restart can follow.
-    async fn shutdown_children(
-        &mut self,
-        myself: &ActorRef<SupervisorMsg>,
-        reason: Option<String>,
-    ) {
+    async fn shutdown_children(&mut self, myself: &ActorRef<SupervisorMsg>, reason: Option<String>) {
         self.epoch += 1;
         self.by_actor.clear();
         {
@@ -765,10 +654,7 @@ async fn stop_all(cells: Vec<ActorCell>, reason: Option<String>, timeout: Durati
     }
     let deadline = Instant::now() + timeout;
     for cell in &cells {
-        if tokio::time::timeout_at(deadline, cell.wait(None))
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout_at(deadline, cell.wait(None)).await.is_err() {
             warn!(actor = %cell.get_id(), "child did not stop in time; killing it");
             cell.kill();
             let _ = cell.wait(Some(Duration::from_secs(1))).await;
@@ -808,10 +694,7 @@ pub trait SupervisorRefExt {
     fn start_child(&self, spec: ChildSpec) -> impl Future<Output = Result<(), String>> + Send;
     /// [`SupervisorMsg::TerminateChild`] and wait for the reply (`false`:
     /// unknown id). `Err` if the supervisor is not reachable.
-    fn terminate_child(
-        &self,
-        id: impl Into<String> + Send,
-    ) -> impl Future<Output = Result<bool, String>> + Send;
+    fn terminate_child(&self, id: impl Into<String> + Send) -> impl Future<Output = Result<bool, String>> + Send;
     /// [`SupervisorMsg::Snapshot`]. `Err` if the supervisor is not reachable.
     fn snapshot(&self) -> impl Future<Output = Result<SupervisorSnapshot, String>> + Send;
 }
@@ -831,7 +714,6 @@ impl SupervisorRefExt for ActorRef<SupervisorMsg> {
     }
 
     async fn snapshot(&self) -> Result<SupervisorSnapshot, String> {
-        ractor::call!(self, SupervisorMsg::Snapshot)
-            .map_err(|e| format!("supervisor unreachable: {e}"))
+        ractor::call!(self, SupervisorMsg::Snapshot).map_err(|e| format!("supervisor unreachable: {e}"))
     }
 }

@@ -7,28 +7,17 @@ use std::time::Duration;
 use common::*;
 use supervision::ractor::{self, Actor, ActorCell, ActorRef, ActorStatus};
 use supervision::{
-    Backoff, ChildSpec, ChildStatus, Intensity, Restart, SpawnFuture, Strategy, Supervisor,
-    SupervisorArgs, SupervisorMsg, SupervisorRefExt, SupervisorSnapshot, SupervisorStats,
+    Backoff, ChildSpec, ChildStatus, Intensity, Restart, SpawnFuture, Strategy, Supervisor, SupervisorArgs,
+    SupervisorMsg, SupervisorRefExt, SupervisorSnapshot, SupervisorStats,
 };
 
 async fn start(
     spec: supervision::SupervisorSpec,
     children: Vec<ChildSpec>,
-) -> (
-    ActorRef<SupervisorMsg>,
-    ractor::concurrency::JoinHandle<()>,
-    SupervisorStats,
-) {
+) -> (ActorRef<SupervisorMsg>, ractor::concurrency::JoinHandle<()>, SupervisorStats) {
     let stats = SupervisorStats::default();
-    let args = SupervisorArgs {
-        spec,
-        children,
-        observer: None,
-        stats: stats.clone(),
-    };
-    let (sup, handle) = Actor::spawn(None, Supervisor, args)
-        .await
-        .expect("supervisor starts");
+    let args = SupervisorArgs { spec, children, observer: None, stats: stats.clone() };
+    let (sup, handle) = Actor::spawn(None, Supervisor, args).await.expect("supervisor starts");
     (sup, handle, stats)
 }
 
@@ -37,10 +26,7 @@ fn ids(snap: &SupervisorSnapshot) -> Vec<Option<String>> {
 }
 
 async fn all_running(stats: &SupervisorStats) {
-    wait_until("all children running", T, || {
-        stats.snapshot().children.iter().all(is_running)
-    })
-    .await;
+    wait_until("all children running", T, || stats.snapshot().children.iter().all(is_running)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,45 +41,24 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let (sup, handle, stats) = start(spec("o4o", Strategy::OneForOne, 5, fast()), children).await;
     all_running(&stats).await;
     let before = stats.snapshot();
-    assert_eq!(
-        before
-            .children
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect::<Vec<_>>(),
-        ["a", "b", "c"]
-    );
+    assert_eq!(before.children.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
     assert_eq!(before.strategy, Strategy::OneForOne);
     assert_eq!(before.max_restarts, 5);
     assert_eq!(before.within_ms, 60_000);
 
     worker(p, "b").cast(WorkerMsg::Panic).unwrap();
-    wait_until("b restarted", T, || {
-        stats
-            .child("b")
-            .is_some_and(|c| c.restarts == 1 && is_running(&c))
-    })
-    .await;
+    wait_until("b restarted", T, || stats.child("b").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
 
     let after = stats.snapshot();
     let (b0, b1) = (before.child("b").unwrap(), after.child("b").unwrap());
     assert_ne!(b0.actor_id, b1.actor_id, "b is a new actor");
-    assert_eq!(
-        before.child("a").unwrap().actor_id,
-        after.child("a").unwrap().actor_id
-    );
-    assert_eq!(
-        before.child("c").unwrap().actor_id,
-        after.child("c").unwrap().actor_id
-    );
+    assert_eq!(before.child("a").unwrap().actor_id, after.child("a").unwrap().actor_id);
+    assert_eq!(before.child("c").unwrap().actor_id, after.child("c").unwrap().actor_id);
     assert_eq!(after.child("a").unwrap().restarts, 0);
     assert_eq!(after.child("c").unwrap().restarts, 0);
     assert_eq!(after.total_restarts, 1);
     let failure = b1.last_failure.as_ref().expect("failure recorded");
-    assert!(
-        failure.reason.contains("boom: requested panic"),
-        "{failure:?}"
-    );
+    assert!(failure.reason.contains("boom: requested panic"), "{failure:?}");
     assert!(failure.at_unix_ms > 1_600_000_000_000);
     assert!(after.escalated.is_none());
     assert_eq!(probes[0].starts(), 1);
@@ -129,12 +94,7 @@ async fn handler_error_is_a_failure_and_state_outside_the_actor_survives() {
     }
     assert_eq!(get(&w).await, 3);
     w.cast(WorkerMsg::Fail).unwrap();
-    wait_until("w restarted", T, || {
-        stats
-            .child("w")
-            .is_some_and(|c| c.restarts == 1 && is_running(&c))
-    })
-    .await;
+    wait_until("w restarted", T, || stats.child("w").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
     let c = stats.child("w").unwrap();
     assert!(c.last_failure.unwrap().reason.contains("requested failure"));
 
@@ -142,11 +102,7 @@ async fn handler_error_is_a_failure_and_state_outside_the_actor_survives() {
     assert_ne!(w.get_id(), w2.get_id());
     assert_eq!(w.get_status(), ActorStatus::Stopped);
     w2.cast(WorkerMsg::Inc).unwrap();
-    assert_eq!(
-        get(&w2).await,
-        4,
-        "counter kept outside the actor survives the restart"
-    );
+    assert_eq!(get(&w2).await, 4, "counter kept outside the actor survives the restart");
     assert_eq!(probe.starts(), 2);
     sup.stop_and_wait(None, Some(T)).await.unwrap();
 }
@@ -195,31 +151,10 @@ async fn one_for_all_restarts_all_children_without_counting_their_stops() {
     assert_eq!(probes[2].stops(), 1);
 
     let events = recorder.events();
-    assert_eq!(
-        events.iter().filter(|e| e.starts_with("failed")).count(),
-        1,
-        "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e.starts_with("failed o4a b worker") && e.contains("boom")),
-        "{events:?}"
-    );
-    let restarted: Vec<_> = events
-        .iter()
-        .filter(|e| e.starts_with("restarted"))
-        .cloned()
-        .collect();
-    assert_eq!(
-        restarted,
-        [
-            "restarted o4a a #1",
-            "restarted o4a b #1",
-            "restarted o4a c #1"
-        ],
-        "spec order"
-    );
+    assert_eq!(events.iter().filter(|e| e.starts_with("failed")).count(), 1, "{events:?}");
+    assert!(events.iter().any(|e| e.starts_with("failed o4a b worker") && e.contains("boom")), "{events:?}");
+    let restarted: Vec<_> = events.iter().filter(|e| e.starts_with("restarted")).cloned().collect();
+    assert_eq!(restarted, ["restarted o4a a #1", "restarted o4a b #1", "restarted o4a c #1"], "spec order");
 
     // No further restarts happen (the stale terminations were ignored).
     let w = worker(p, "a");
@@ -251,47 +186,25 @@ async fn transient_and_temporary_semantics() {
 
     wait_until("settled", T, || {
         let s = stats.snapshot();
-        s.child("perm")
-            .is_some_and(|c| c.restarts == 1 && is_running(c))
-            && s.child("trans-ok")
-                .is_some_and(|c| c.status == ChildStatus::Stopped)
-            && s.child("trans-bad")
-                .is_some_and(|c| c.restarts == 1 && is_running(c))
+        s.child("perm").is_some_and(|c| c.restarts == 1 && is_running(c))
+            && s.child("trans-ok").is_some_and(|c| c.status == ChildStatus::Stopped)
+            && s.child("trans-bad").is_some_and(|c| c.restarts == 1 && is_running(c))
             && s.child("temp").is_none()
     })
     .await;
     let s = stats.snapshot();
     let perm = s.child("perm").unwrap();
-    assert!(
-        perm.last_failure
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("exited normally"),
-        "{perm:?}"
-    );
+    assert!(perm.last_failure.as_ref().unwrap().reason.contains("exited normally"), "{perm:?}");
     let ok = s.child("trans-ok").unwrap();
-    assert_eq!(
-        (ok.restarts, ok.actor_id.as_ref(), ok.last_failure.as_ref()),
-        (0, None, None)
-    );
+    assert_eq!((ok.restarts, ok.actor_id.as_ref(), ok.last_failure.as_ref()), (0, None, None));
     assert_eq!(s.total_restarts, 2);
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "trans-ok")).is_none());
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "temp")).is_none());
 
     // A forgotten temporary id can be reused; an existing id cannot.
-    let r = sup
-        .start_child(worker_spec(p, "temp", Restart::Temporary, Probe::default()))
-        .await;
+    let r = sup.start_child(worker_spec(p, "temp", Restart::Temporary, Probe::default())).await;
     assert_eq!(r, Ok(()));
-    let dup = sup
-        .start_child(worker_spec(
-            p,
-            "trans-ok",
-            Restart::Transient,
-            Probe::default(),
-        ))
-        .await;
+    let dup = sup.start_child(worker_spec(p, "trans-ok", Restart::Transient, Probe::default())).await;
     assert!(dup.unwrap_err().contains("already exists"));
     sup.stop_and_wait(None, Some(T)).await.unwrap();
 }
@@ -301,22 +214,13 @@ async fn start_and_terminate_children_at_run_time() {
     let p = "dyn";
     let (sup, _h, stats) = start(spec("dyn", Strategy::OneForOne, 10, fast()), vec![]).await;
     let probe = Probe::default();
-    let r = sup
-        .start_child(worker_spec(p, "x", Restart::Permanent, probe.clone()))
-        .await;
+    let r = sup.start_child(worker_spec(p, "x", Restart::Permanent, probe.clone())).await;
     assert_eq!(r, Ok(()));
-    wait_until("x running", T, || {
-        stats.child("x").is_some_and(|c| is_running(&c))
-    })
-    .await;
+    wait_until("x running", T, || stats.child("x").is_some_and(|c| is_running(&c))).await;
     let x = worker(p, "x");
 
     assert_eq!(sup.terminate_child("x").await, Ok(true));
-    assert_eq!(
-        x.get_status(),
-        ActorStatus::Stopped,
-        "terminated and waited for"
-    );
+    assert_eq!(x.get_status(), ActorStatus::Stopped, "terminated and waited for");
     assert_eq!(probe.stops(), 1);
     assert!(stats.child("x").is_none());
     assert_eq!(sup.terminate_child("x").await, Ok(false));
@@ -333,14 +237,9 @@ async fn start_and_terminate_children_at_run_time() {
     let r = sup.start_child(bad).await;
     assert!(r.unwrap_err().contains("no sensor config"));
     // So is a panicking factory; the supervisor survives it.
-    let panicky = ChildSpec::new(
-        "panicky",
-        "worker",
-        Restart::Permanent,
-        |_sup: ActorCell| async move {
-            panic!("factory exploded");
-        },
-    );
+    let panicky = ChildSpec::new("panicky", "worker", Restart::Permanent, |_sup: ActorCell| async move {
+        panic!("factory exploded");
+    });
     let r = sup.start_child(panicky).await;
     assert!(r.unwrap_err().contains("factory exploded"));
     let snap = sup.snapshot().await.unwrap();
@@ -354,24 +253,15 @@ async fn start_and_terminate_children_at_run_time() {
 async fn failed_start_of_a_child_fails_the_supervisor_start() {
     let p = "prestart";
     let good = Probe::default();
-    let bad = ChildSpec::new(
-        "broken-sensor",
-        "sensor",
-        Restart::Permanent,
-        |_sup: ActorCell| async { Err(ractor::SpawnErr::StartupFailed("port unavailable".into())) },
-    );
+    let bad = ChildSpec::new("broken-sensor", "sensor", Restart::Permanent, |_sup: ActorCell| async {
+        Err(ractor::SpawnErr::StartupFailed("port unavailable".into()))
+    });
     let args = SupervisorArgs::new(
         spec("prestart", Strategy::OneForOne, 3, fast()),
         vec![worker_spec(p, "ok", Restart::Permanent, good.clone()), bad],
     );
-    let err = Actor::spawn(None, Supervisor, args)
-        .await
-        .expect_err("start must fail")
-        .to_string();
-    assert!(
-        err.contains("broken-sensor") && err.contains("port unavailable"),
-        "{err}"
-    );
+    let err = Actor::spawn(None, Supervisor, args).await.expect_err("start must fail").to_string();
+    assert!(err.contains("broken-sensor") && err.contains("port unavailable"), "{err}");
     // The child started before the failure was stopped again.
     wait_until("ok stopped", T, || good.stops() == 1).await;
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "ok")).is_none());
@@ -384,10 +274,7 @@ async fn failed_start_of_a_child_fails_the_supervisor_start() {
             worker_spec(p, "same", Restart::Permanent, Probe::default()),
         ],
     );
-    let err = Actor::spawn(None, Supervisor, args)
-        .await
-        .expect_err("duplicate ids")
-        .to_string();
+    let err = Actor::spawn(None, Supervisor, args).await.expect_err("duplicate ids").to_string();
     assert!(err.contains("duplicate child id 'same'"), "{err}");
 }
 
@@ -413,10 +300,7 @@ async fn stopping_the_supervisor_stops_children_and_restarts_none() {
     }
     let s = stats.snapshot();
     assert_eq!(s.total_restarts, 0);
-    assert!(s
-        .children
-        .iter()
-        .all(|c| c.status == ChildStatus::Stopped && c.actor_id.is_none()));
+    assert!(s.children.iter().all(|c| c.status == ChildStatus::Stopped && c.actor_id.is_none()));
     assert!(s.escalated.is_none());
 }
 
@@ -437,26 +321,15 @@ async fn backoff_delays_restarts_and_grows_with_consecutive_failures() {
         let t0 = tokio::time::Instant::now();
         worker(p, "w").cast(WorkerMsg::Panic).unwrap();
         wait_until("restarting", T, || {
-            stats
-                .child("w")
-                .is_some_and(|c| matches!(c.status, ChildStatus::Restarting { .. }))
+            stats.child("w").is_some_and(|c| matches!(c.status, ChildStatus::Restarting { .. }))
         })
         .await;
-        let ChildStatus::Restarting { in_ms } = stats.child("w").unwrap().status else {
-            unreachable!()
-        };
+        let ChildStatus::Restarting { in_ms } = stats.child("w").unwrap().status else { unreachable!() };
         expected_delays.push(in_ms);
         assert_eq!(in_ms, expect);
-        wait_until("restarted", T, || {
-            stats
-                .child("w")
-                .is_some_and(|c| c.restarts == n as u32 + 1 && is_running(&c))
-        })
-        .await;
-        assert!(
-            t0.elapsed() >= Duration::from_millis(expect),
-            "restart must wait for the backoff"
-        );
+        wait_until("restarted", T, || stats.child("w").is_some_and(|c| c.restarts == n as u32 + 1 && is_running(&c)))
+            .await;
+        assert!(t0.elapsed() >= Duration::from_millis(expect), "restart must wait for the backoff");
         assert_eq!(probe.starts(), n as u64 + 2);
     }
     assert_eq!(expected_delays, [1000, 2000, 3000, 3000]);
@@ -465,15 +338,10 @@ async fn backoff_delays_restarts_and_grows_with_consecutive_failures() {
     tokio::time::sleep(Duration::from_secs(61)).await;
     worker(p, "w").cast(WorkerMsg::Panic).unwrap();
     wait_until("restarting again", T, || {
-        stats
-            .child("w")
-            .is_some_and(|c| matches!(c.status, ChildStatus::Restarting { .. }))
+        stats.child("w").is_some_and(|c| matches!(c.status, ChildStatus::Restarting { .. }))
     })
     .await;
-    assert_eq!(
-        stats.child("w").unwrap().status,
-        ChildStatus::Restarting { in_ms: 1000 }
-    );
+    assert_eq!(stats.child("w").unwrap().status, ChildStatus::Restarting { in_ms: 1000 });
 
     // Stopping while a restart is pending: the timer does nothing.
     sup.stop_and_wait(None, Some(T)).await.unwrap();
@@ -501,55 +369,25 @@ async fn intensity_exceeded_escalates_and_fails_the_supervisor() {
     all_running(&stats).await;
     for n in 1..=2u32 {
         worker(p, "flaky").cast(WorkerMsg::Panic).unwrap();
-        wait_until("flaky restarted", T, || {
-            stats
-                .child("flaky")
-                .is_some_and(|c| c.restarts == n && is_running(&c))
-        })
-        .await;
+        wait_until("flaky restarted", T, || stats.child("flaky").is_some_and(|c| c.restarts == n && is_running(&c)))
+            .await;
     }
     assert!(stats.escalated().is_none());
     worker(p, "flaky").cast(WorkerMsg::Panic).unwrap();
-    tokio::time::timeout(T, handle)
-        .await
-        .expect("supervisor exits")
-        .unwrap();
+    tokio::time::timeout(T, handle).await.expect("supervisor exits").unwrap();
     assert_eq!(sup.get_status(), ActorStatus::Stopped);
 
     let s = stats.snapshot();
     let esc = s.escalated.clone().expect("escalation recorded");
-    assert!(
-        esc.reason.contains("intensity")
-            && esc.reason.contains("flaky")
-            && esc.reason.contains("boom"),
-        "{esc:?}"
-    );
+    assert!(esc.reason.contains("intensity") && esc.reason.contains("flaky") && esc.reason.contains("boom"), "{esc:?}");
     assert_eq!(s.total_restarts, 2);
     assert_eq!(s.child("flaky").unwrap().status, ChildStatus::Failed);
     assert_eq!(s.child("calm").unwrap().status, ChildStatus::Stopped);
-    assert_eq!(
-        probes[1].stops(),
-        1,
-        "siblings are stopped gracefully on escalation"
-    );
+    assert_eq!(probes[1].stops(), 1, "siblings are stopped gracefully on escalation");
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "calm")).is_none());
     let events = recorder.events();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.starts_with("escalated intense"))
-            .count(),
-        1,
-        "{events:?}"
-    );
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.starts_with("failed intense flaky"))
-            .count(),
-        3,
-        "{events:?}"
-    );
+    assert_eq!(events.iter().filter(|e| e.starts_with("escalated intense")).count(), 1, "{events:?}");
+    assert_eq!(events.iter().filter(|e| e.starts_with("failed intense flaky")).count(), 3, "{events:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -562,24 +400,19 @@ async fn escalation_is_handled_by_a_parent_supervisor_restarting_the_subtree() {
         let district_stats = district_stats.clone();
         let sensor_probe = sensor_probe.clone();
         let other_probe = other_probe.clone();
-        Supervisor::child_spec("district-fdf", "district", Restart::Permanent, move || {
-            SupervisorArgs {
-                spec: supervision::SupervisorSpec {
-                    name: "district-fdf".into(),
-                    strategy: Strategy::OneForOne,
-                    intensity: Intensity {
-                        max_restarts: 1,
-                        within: Duration::from_secs(60),
-                    },
-                    backoff: fast(),
-                },
-                children: vec![
-                    worker_spec(p, "aq-01", Restart::Permanent, sensor_probe.clone()),
-                    worker_spec(p, "aq-02", Restart::Permanent, other_probe.clone()),
-                ],
-                observer: None,
-                stats: district_stats.clone(),
-            }
+        Supervisor::child_spec("district-fdf", "district", Restart::Permanent, move || SupervisorArgs {
+            spec: supervision::SupervisorSpec {
+                name: "district-fdf".into(),
+                strategy: Strategy::OneForOne,
+                intensity: Intensity { max_restarts: 1, within: Duration::from_secs(60) },
+                backoff: fast(),
+            },
+            children: vec![
+                worker_spec(p, "aq-01", Restart::Permanent, sensor_probe.clone()),
+                worker_spec(p, "aq-02", Restart::Permanent, other_probe.clone()),
+            ],
+            observer: None,
+            stats: district_stats.clone(),
         })
     };
     let sibling_probe = Probe::default();
@@ -587,10 +420,7 @@ async fn escalation_is_handled_by_a_parent_supervisor_restarting_the_subtree() {
     let recorder = Arc::new(Recorder::default());
     let args = SupervisorArgs {
         spec: spec("twins", Strategy::OneForOne, 5, fast()),
-        children: vec![
-            district,
-            worker_spec(p, "sink", Restart::Permanent, sibling_probe.clone()),
-        ],
+        children: vec![district, worker_spec(p, "sink", Restart::Permanent, sibling_probe.clone())],
         observer: Some(recorder.clone()),
         stats: twins_stats.clone(),
     };
@@ -603,71 +433,44 @@ async fn escalation_is_handled_by_a_parent_supervisor_restarting_the_subtree() {
     // First failure: handled inside the district.
     worker(p, "aq-01").cast(WorkerMsg::Panic).unwrap();
     wait_until("aq-01 restarted", T, || {
-        district_stats
-            .child("aq-01")
-            .is_some_and(|c| c.restarts == 1 && is_running(&c))
+        district_stats.child("aq-01").is_some_and(|c| c.restarts == 1 && is_running(&c))
     })
     .await;
     // Second failure: beyond the district's intensity, escalates to twins.
     worker(p, "aq-01").cast(WorkerMsg::Panic).unwrap();
     wait_until("district restarted by twins", T, || {
-        twins_stats
-            .child("district-fdf")
-            .is_some_and(|c| c.restarts == 1 && is_running(&c))
+        twins_stats.child("district-fdf").is_some_and(|c| c.restarts == 1 && is_running(&c))
     })
     .await;
     all_running(&district_stats).await;
 
     let root_after = twins_stats.snapshot();
     let d = root_after.child("district-fdf").unwrap();
-    assert_ne!(
-        d.actor_id,
-        root_before.child("district-fdf").unwrap().actor_id
-    );
-    assert!(
-        d.last_failure
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("exceeded its restart intensity"),
-        "{d:?}"
-    );
+    assert_ne!(d.actor_id, root_before.child("district-fdf").unwrap().actor_id);
+    assert!(d.last_failure.as_ref().unwrap().reason.contains("exceeded its restart intensity"), "{d:?}");
     assert_eq!(d.kind, "district");
     // The sibling of the district was not touched.
-    assert_eq!(
-        root_after.child("sink").unwrap().actor_id,
-        root_before.child("sink").unwrap().actor_id
-    );
+    assert_eq!(root_after.child("sink").unwrap().actor_id, root_before.child("sink").unwrap().actor_id);
     assert_eq!(sibling_probe.starts(), 1);
 
     // The district's stats were reused by the new incarnation.
     let district_after = district_stats.snapshot();
     assert!(district_after.escalated.is_some());
     assert_eq!(district_after.total_restarts, 1);
-    assert!(district_after
-        .children
-        .iter()
-        .all(|c| c.restarts == 0 && is_running(c)));
+    assert!(district_after.children.iter().all(|c| c.restarts == 0 && is_running(c)));
     assert_ne!(ids(&district_before), ids(&district_after));
     // aq-01: initial + 1 restart + new subtree; aq-02 stopped with the old district.
     assert_eq!(sensor_probe.starts(), 3);
     assert_eq!(other_probe.starts(), 2);
     assert_eq!(other_probe.stops(), 1);
-    assert!(recorder
-        .events()
-        .iter()
-        .any(|e| e == "restarted twins district-fdf #1"));
+    assert!(recorder.events().iter().any(|e| e == "restarted twins district-fdf #1"));
 
     // Stopping the root stops the whole tree.
     let leaf = worker(p, "aq-02");
     root.stop_and_wait(None, Some(T)).await.unwrap();
     assert_eq!(leaf.get_status(), ActorStatus::Stopped);
     assert_eq!(other_probe.stops(), 2);
-    assert!(district_stats
-        .snapshot()
-        .children
-        .iter()
-        .all(|c| c.status == ChildStatus::Stopped));
+    assert!(district_stats.snapshot().children.iter().all(|c| c.status == ChildStatus::Stopped));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -677,20 +480,10 @@ async fn many_children_start_restart_and_stop() {
     let children = (0..N)
         .map(|i| {
             let probe = probe.clone();
-            ChildSpec::new(
-                format!("s{i}"),
-                "sensor",
-                Restart::Permanent,
-                move |sup: ActorCell| {
-                    let probe = probe.clone();
-                    async move {
-                        Ok(Actor::spawn_linked(None, Worker, probe, sup)
-                            .await?
-                            .0
-                            .get_cell())
-                    }
-                },
-            )
+            ChildSpec::new(format!("s{i}"), "sensor", Restart::Permanent, move |sup: ActorCell| {
+                let probe = probe.clone();
+                async move { Ok(Actor::spawn_linked(None, Worker, probe, sup).await?.0.get_cell()) }
+            })
         })
         .collect();
     let (sup, _h, stats) = start(spec("big", Strategy::OneForOne, 10, fast()), children).await;
@@ -702,15 +495,8 @@ async fn many_children_start_restart_and_stop() {
         .into_iter()
         .find(|c| Some(c.get_id().to_string()) == victim.actor_id)
         .expect("child linked to the supervisor");
-    ActorRef::<WorkerMsg>::from(cell)
-        .cast(WorkerMsg::Panic)
-        .unwrap();
-    wait_until("victim restarted", T, || {
-        stats
-            .child("s4321")
-            .is_some_and(|c| c.restarts == 1 && is_running(&c))
-    })
-    .await;
+    ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Panic).unwrap();
+    wait_until("victim restarted", T, || stats.child("s4321").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
     assert_eq!(stats.total_restarts(), 1);
     sup.stop_and_wait(None, Some(T)).await.unwrap();
     assert_eq!(probe.stops(), N as u64);
@@ -731,16 +517,12 @@ async fn failing_restarts_back_off_and_finally_escalate() {
                 if broken.load(Ordering::SeqCst) {
                     return Err(ractor::SpawnErr::StartupFailed("device offline".into()));
                 }
-                Ok(Actor::spawn_linked(Some(name), Worker, probe, sup)
-                    .await?
-                    .0
-                    .get_cell())
+                Ok(Actor::spawn_linked(Some(name), Worker, probe, sup).await?.0.get_cell())
             }
         })
     };
     let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(100), 2.0, 0.0).unwrap();
-    let (sup, handle, stats) =
-        start(spec("fails", Strategy::OneForOne, 3, backoff), vec![spec_w]).await;
+    let (sup, handle, stats) = start(spec("fails", Strategy::OneForOne, 3, backoff), vec![spec_w]).await;
     all_running(&stats).await;
 
     // Run longer than the intensity window first: the first restart uses
@@ -758,27 +540,13 @@ async fn failing_restarts_back_off_and_finally_escalate() {
         stats.escalated().is_some()
     })
     .await;
-    tokio::time::timeout(T, handle)
-        .await
-        .expect("supervisor exits")
-        .unwrap();
-    assert_eq!(
-        delays,
-        [1000, 2000, 4000],
-        "backoff keeps growing while restarts fail"
-    );
+    tokio::time::timeout(T, handle).await.expect("supervisor exits").unwrap();
+    assert_eq!(delays, [1000, 2000, 4000], "backoff keeps growing while restarts fail");
     let s = stats.snapshot();
     let w = s.child("w").unwrap();
     assert_eq!(w.restarts, 0, "no restart succeeded");
     assert_eq!(w.status, ChildStatus::Failed);
-    assert!(
-        w.last_failure
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("restart failed"),
-        "{w:?}"
-    );
+    assert!(w.last_failure.as_ref().unwrap().reason.contains("restart failed"), "{w:?}");
     assert!(s.escalated.unwrap().reason.contains("device offline"));
     assert_eq!(probe.starts(), 1);
     assert_eq!(sup.get_status(), ActorStatus::Stopped);
@@ -797,27 +565,17 @@ async fn one_for_all_drops_temporary_children_and_keeps_finished_transients() {
     let (sup, _h, stats) = start(spec("o4a-types", Strategy::OneForAll, 5, fast()), children).await;
     all_running(&stats).await;
     worker(p, "done").cast(WorkerMsg::Stop).unwrap();
-    wait_until("done stopped", T, || {
-        stats
-            .child("done")
-            .is_some_and(|c| c.status == ChildStatus::Stopped)
-    })
-    .await;
+    wait_until("done stopped", T, || stats.child("done").is_some_and(|c| c.status == ChildStatus::Stopped)).await;
 
     worker(p, "perm").cast(WorkerMsg::Panic).unwrap();
     wait_until("restarted", T, || {
         let s = stats.snapshot();
-        s.child("perm")
-            .is_some_and(|c| c.restarts == 1 && is_running(c))
-            && s.child("trans")
-                .is_some_and(|c| c.restarts == 1 && is_running(c))
+        s.child("perm").is_some_and(|c| c.restarts == 1 && is_running(c))
+            && s.child("trans").is_some_and(|c| c.restarts == 1 && is_running(c))
     })
     .await;
     let s = stats.snapshot();
-    assert_eq!(
-        s.children.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
-        ["perm", "done", "trans"]
-    );
+    assert_eq!(s.children.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["perm", "done", "trans"]);
     assert_eq!(s.child("done").unwrap().status, ChildStatus::Stopped);
     assert_eq!(finished.starts(), 1);
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "temp")).is_none());

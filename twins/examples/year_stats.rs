@@ -10,24 +10,8 @@ fn main() {
     };
     let mk = |kind: SensorKind, district: &str| {
         let d = geo::district(district).map(|d| (d.name.clone(), d.place(0, 1)));
-        let (name, location) = d.unwrap_or_else(|| {
-            (
-                district.to_owned(),
-                twins::GeoPoint {
-                    lat: 14.6,
-                    lon: -61.0,
-                },
-            )
-        });
-        Twin::new(
-            SensorSpec {
-                id: format!("{kind}-{name}"),
-                kind,
-                district: name,
-                location,
-            },
-            2026,
-        )
+        let (name, location) = d.unwrap_or_else(|| (district.to_owned(), twins::GeoPoint { lat: 14.6, lon: -61.0 }));
+        Twin::new(SensorSpec { id: format!("{kind}-{name}"), kind, district: name, location }, 2026)
     };
     let mut aq = mk(SensorKind::AirQuality, "Fort-de-France");
     let mut aq_rob = mk(SensorKind::AirQuality, "Le Robert");
@@ -64,25 +48,15 @@ fn main() {
         rain_by_month[local_month] += if r >= last_rain { r - last_rain } else { r };
         last_rain = r;
     }
-    println!(
-        "PM10 FdF annual mean {:.1} µg/m3 (reference traffic sites 35.8)",
-        pm10_sum / n
-    );
+    println!("PM10 FdF annual mean {:.1} µg/m3 (reference traffic sites 35.8)", pm10_sum / n);
     println!(
         "days with daily PM10 > 50: {}, > 80: {} (reference 30-60 procedure days)",
         daily.iter().filter(|d| **d > 50.0).count(),
         daily.iter().filter(|d| **d > 80.0).count()
     );
     println!("H2S > 1 ppm at Le Robert: {} quarter-hours", h2s_over_1);
-    let temps: Vec<String> = temp_by_month
-        .iter()
-        .map(|(s, c)| format!("{:.1}", s / c))
-        .collect();
+    let temps: Vec<String> = temp_by_month.iter().map(|(s, c)| format!("{:.1}", s / c)).collect();
     println!("monthly mean temperature: {}", temps.join(" "));
     let rain: Vec<String> = rain_by_month.iter().map(|r| format!("{r:.0}")).collect();
-    println!(
-        "monthly rain (mm): {} total {:.0}",
-        rain.join(" "),
-        rain_by_month.iter().sum::<f64>()
-    );
+    println!("monthly rain (mm): {} total {:.0}", rain.join(" "), rain_by_month.iter().sum::<f64>());
 }

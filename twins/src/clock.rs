@@ -40,9 +40,7 @@ impl SimClock {
 
     /// `sim_start + real_elapsed * speed`, saturating at chrono's maximum date.
     pub fn sim_time(&self, real_elapsed: std::time::Duration) -> DateTime<Utc> {
-        self.sim_start
-            .checked_add_signed(self.sim_span(real_elapsed))
-            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+        self.sim_start.checked_add_signed(self.sim_span(real_elapsed)).unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
     /// `real * speed` with nanosecond resolution (saturating).
@@ -71,9 +69,7 @@ pub(crate) struct LocalTime {
 impl LocalTime {
     pub fn of(at: DateTime<Utc>) -> LocalTime {
         let utc = at.naive_utc();
-        let local = utc
-            .checked_add_signed(Duration::hours(i64::from(MARTINIQUE_UTC_OFFSET_HOURS)))
-            .unwrap_or(utc);
+        let local = utc.checked_add_signed(Duration::hours(i64::from(MARTINIQUE_UTC_OFFSET_HOURS))).unwrap_or(utc);
         let hour = f64::from(local.hour())
             + f64::from(local.minute()) / 60.0
             + (f64::from(local.second()) + f64::from(local.nanosecond()) * 1e-9) / 3600.0;
@@ -113,21 +109,12 @@ mod tests {
 
     #[test]
     fn clock_scales_real_time() {
-        let start = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("valid date");
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid date");
         let c = SimClock::new(start, 60.0).expect("valid speed");
         assert_eq!(c.speed(), 60.0);
         assert_eq!(c.sim_start(), start);
-        assert_eq!(
-            c.sim_time(std::time::Duration::from_secs(2)),
-            start + Duration::minutes(2)
-        );
-        assert_eq!(
-            c.sim_span(std::time::Duration::from_millis(500)),
-            Duration::seconds(30)
-        );
+        assert_eq!(c.sim_time(std::time::Duration::from_secs(2)), start + Duration::minutes(2));
+        assert_eq!(c.sim_span(std::time::Duration::from_millis(500)), Duration::seconds(30));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             let err = SimClock::new(start, bad).expect_err("invalid speed");
             assert!(err.to_string().contains("speed"));
@@ -138,10 +125,7 @@ mod tests {
 
     #[test]
     fn local_time_is_utc_minus_four() {
-        let at = Utc
-            .with_ymd_and_hms(2026, 7, 1, 2, 30, 0)
-            .single()
-            .expect("valid date");
+        let at = Utc.with_ymd_and_hms(2026, 7, 1, 2, 30, 0).single().expect("valid date");
         let lt = LocalTime::of(at);
         assert!((lt.hour - 22.5).abs() < 1e-9);
         assert_eq!(lt.day, 30);
@@ -155,11 +139,7 @@ mod tests {
         let h: [f64; 24] = std::array::from_fn(|i| i as f64);
         assert!((hourly(&h, 5.5) - 5.5).abs() < 1e-12);
         assert!((hourly(&h, 23.5) - 11.5).abs() < 1e-12);
-        let mid_march = LocalTime::of(
-            Utc.with_ymd_and_hms(2026, 3, 16, 16, 0, 0)
-                .single()
-                .expect("date"),
-        );
+        let mid_march = LocalTime::of(Utc.with_ymd_and_hms(2026, 3, 16, 16, 0, 0).single().expect("date"));
         assert!((mid_march.monthly(&t) - 2.0).abs() < 0.1);
     }
 }

@@ -46,9 +46,7 @@ pub fn district(name: &str) -> Option<&'static District> {
     if wanted.is_empty() {
         return None;
     }
-    districts()
-        .iter()
-        .find(|d| d.code == name.trim() || normalize_name(&d.name) == wanted)
+    districts().iter().find(|d| d.code == name.trim() || normalize_name(&d.name) == wanted)
 }
 
 impl District {
@@ -58,9 +56,9 @@ impl District {
         if p.lat < sw.lat || p.lat > ne.lat || p.lon < sw.lon || p.lon > ne.lon {
             return false;
         }
-        self.polygons.iter().any(|poly| {
-            ring_contains(&poly.exterior, p) && !poly.holes.iter().any(|h| ring_contains(h, p))
-        })
+        self.polygons
+            .iter()
+            .any(|poly| ring_contains(&poly.exterior, p) && !poly.holes.iter().any(|h| ring_contains(h, p)))
     }
 
     /// A deterministic point inside the commune for generated fleet sensor number `index`:
@@ -70,10 +68,7 @@ impl District {
         let mut rng = Rng::new(mix(mix(seed, fnv1a64(self.code.as_bytes())), index));
         let (sw, ne) = self.bbox;
         for _ in 0..10_000 {
-            let p = GeoPoint {
-                lat: rng.range(sw.lat, ne.lat),
-                lon: rng.range(sw.lon, ne.lon),
-            };
+            let p = GeoPoint { lat: rng.range(sw.lat, ne.lat), lon: rng.range(sw.lon, ne.lon) };
             if self.contains(p) {
                 return p;
             }
@@ -131,10 +126,7 @@ fn parse_ring(v: &serde_json::Value) -> Option<Vec<GeoPoint>> {
         .iter()
         .map(|pt| {
             let pt = pt.as_array()?;
-            Some(GeoPoint {
-                lon: pt.first()?.as_f64()?,
-                lat: pt.get(1)?.as_f64()?,
-            })
+            Some(GeoPoint { lon: pt.first()?.as_f64()?, lat: pt.get(1)?.as_f64()? })
         })
         .collect()
 }
@@ -154,11 +146,7 @@ fn parse_feature(f: &serde_json::Value) -> Option<District> {
     let coords = geometry.get("coordinates")?;
     let polygons = match geometry.get("type")?.as_str()? {
         "Polygon" => vec![parse_polygon(coords)?],
-        "MultiPolygon" => coords
-            .as_array()?
-            .iter()
-            .map(parse_polygon)
-            .collect::<Option<Vec<_>>>()?,
+        "MultiPolygon" => coords.as_array()?.iter().map(parse_polygon).collect::<Option<Vec<_>>>()?,
         _ => return None,
     };
     let points = || polygons.iter().flat_map(|p| p.exterior.iter());
@@ -171,13 +159,7 @@ fn parse_feature(f: &serde_json::Value) -> Option<District> {
         lon: points().map(|p| p.lon).fold(f64::NEG_INFINITY, f64::max),
     };
     let centroid = centroid(&polygons)?;
-    Some(District {
-        code,
-        name,
-        centroid,
-        polygons,
-        bbox: (sw, ne),
-    })
+    Some(District { code, name, centroid, polygons, bbox: (sw, ne) })
 }
 
 /// Shoelace centroid over all exterior rings, weighted by area.
@@ -191,10 +173,7 @@ fn centroid(polygons: &[Polygon]) -> Option<GeoPoint> {
             cy += (w[0].lat + w[1].lat) * cross;
         }
     }
-    (a.abs() > 0.0).then(|| GeoPoint {
-        lon: cx / (3.0 * a),
-        lat: cy / (3.0 * a),
-    })
+    (a.abs() > 0.0).then(|| GeoPoint { lon: cx / (3.0 * a), lat: cy / (3.0 * a) })
 }
 
 fn parse_communes(text: &str) -> Vec<District> {
@@ -221,14 +200,8 @@ mod tests {
         assert_eq!(fdf.code, "97209");
         assert!(fdf.contains(fdf.centroid) || fdf.contains(fdf.place(0, 1)));
         // Hôtel de Ville area of Fort-de-France.
-        assert!(fdf.contains(GeoPoint {
-            lat: 14.6065,
-            lon: -61.0700
-        }));
-        assert!(!fdf.contains(GeoPoint {
-            lat: 14.45,
-            lon: -60.85
-        }));
+        assert!(fdf.contains(GeoPoint { lat: 14.6065, lon: -61.0700 }));
+        assert!(!fdf.contains(GeoPoint { lat: 14.45, lon: -60.85 }));
     }
 
     #[test]
@@ -245,11 +218,7 @@ mod tests {
             ("Grand'Rivière", "97211"),
             ("97209", "97209"),
         ] {
-            assert_eq!(
-                district(query).map(|d| d.code.as_str()),
-                Some(code),
-                "{query}"
-            );
+            assert_eq!(district(query).map(|d| d.code.as_str()), Some(code), "{query}");
         }
         assert!(district("Pointe-à-Pitre").is_none());
         assert!(district("").is_none());

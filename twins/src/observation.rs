@@ -42,11 +42,7 @@ pub enum DecodeError {
     #[error("{path}: unknown field")]
     UnknownField { path: String },
     #[error("{path}: expected {expected}, found {found}")]
-    WrongType {
-        path: String,
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { path: String, expected: &'static str, found: String },
     #[error("$.type: {0}")]
     UnknownType(#[from] UnknownKind),
     #[error("$.id: {id:?} is not a valid sensor id (non-empty, no '/', '+' or '#')")]
@@ -56,40 +52,24 @@ pub enum DecodeError {
     #[error("$.location.{field}: {value} is out of range")]
     InvalidLocation { field: &'static str, value: f64 },
     #[error("$.values.{name}: missing, required for a {kind} observation")]
-    MissingValue {
-        kind: SensorKind,
-        name: &'static str,
-    },
+    MissingValue { kind: SensorKind, name: &'static str },
     #[error("$.values.{name}: expected a number, found {found}")]
     NotANumber { name: String, found: String },
     #[error("$.values.{name}: not a quantity of a {kind} observation (expected {expected})")]
-    UnknownValue {
-        kind: SensorKind,
-        name: String,
-        expected: String,
-    },
+    UnknownValue { kind: SensorKind, name: String, expected: String },
     #[error("$.units.{name}: expected {expected:?}, found {found}")]
-    UnitMismatch {
-        name: String,
-        expected: &'static str,
-        found: String,
-    },
+    UnitMismatch { name: String, expected: &'static str, found: String },
 }
 
 impl Observation {
     /// The value of the quantity called `name`, if this kind has it.
     pub fn value(&self, name: &str) -> Option<f64> {
-        self.kind
-            .quantity_index(name)
-            .and_then(|i| self.values.get(i).copied())
+        self.kind.quantity_index(name).and_then(|i| self.values.get(i).copied())
     }
 
     /// `(quantity, value)` pairs in quantity order.
     pub fn measurements(&self) -> impl Iterator<Item = (&'static Quantity, f64)> + '_ {
-        self.kind
-            .quantities()
-            .iter()
-            .zip(self.values.iter().copied())
+        self.kind.quantities().iter().zip(self.values.iter().copied())
     }
 
     /// `city/sensors/{type}/{id}`.
@@ -151,9 +131,7 @@ impl Observation {
         let doc: Value = serde_json::from_slice(bytes)?;
         let top = object(&doc, "$")?;
         if let Some(key) = top.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
-            return Err(DecodeError::UnknownField {
-                path: format!("$.{key}"),
-            });
+            return Err(DecodeError::UnknownField { path: format!("$.{key}") });
         }
         let kind: SensorKind = string(top, "$", "type")?.parse()?;
         let id = string(top, "$", "id")?;
@@ -167,55 +145,31 @@ impl Observation {
         let observed_at = parse_timestamp(string(top, "$", "observedAt")?)?;
         let district = string(top, "$", "district")?.to_owned();
         let location = object(field(top, "$", "location")?, "$.location")?;
-        if let Some(key) = location
-            .keys()
-            .find(|k| !matches!(k.as_str(), "lat" | "lon"))
-        {
-            return Err(DecodeError::UnknownField {
-                path: format!("$.location.{key}"),
-            });
+        if let Some(key) = location.keys().find(|k| !matches!(k.as_str(), "lat" | "lon")) {
+            return Err(DecodeError::UnknownField { path: format!("$.location.{key}") });
         }
         let lat = coordinate(location, "lat", 90.0)?;
         let lon = coordinate(location, "lon", 180.0)?;
 
         let quantities = kind.quantities();
-        let expected = || {
-            quantities
-                .iter()
-                .map(|q| q.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let expected = || quantities.iter().map(|q| q.name).collect::<Vec<_>>().join(", ");
         let values_obj = object(field(top, "$", "values")?, "$.values")?;
         if let Some(name) = values_obj.keys().find(|k| kind.quantity_index(k).is_none()) {
-            return Err(DecodeError::UnknownValue {
-                kind,
-                name: name.clone(),
-                expected: expected(),
-            });
+            return Err(DecodeError::UnknownValue { kind, name: name.clone(), expected: expected() });
         }
         let mut values = Vec::with_capacity(quantities.len());
         for q in quantities {
-            let v = values_obj
-                .get(q.name)
-                .ok_or(DecodeError::MissingValue { kind, name: q.name })?;
-            let x =
-                v.as_f64()
-                    .filter(|x| x.is_finite())
-                    .ok_or_else(|| DecodeError::NotANumber {
-                        name: q.name.to_owned(),
-                        found: json_type(v),
-                    })?;
+            let v = values_obj.get(q.name).ok_or(DecodeError::MissingValue { kind, name: q.name })?;
+            let x = v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| DecodeError::NotANumber { name: q.name.to_owned(), found: json_type(v) })?;
             values.push(x);
         }
         if let Some(units) = top.get("units") {
             let units = object(units, "$.units")?;
             if let Some(name) = units.keys().find(|k| kind.quantity_index(k).is_none()) {
-                return Err(DecodeError::UnknownValue {
-                    kind,
-                    name: name.clone(),
-                    expected: expected(),
-                });
+                return Err(DecodeError::UnknownValue { kind, name: name.clone(), expected: expected() });
             }
             for q in quantities {
                 match units.get(q.name) {
@@ -242,66 +196,32 @@ impl Observation {
     }
 }
 
-const TOP_LEVEL_FIELDS: [&str; 8] = [
-    "id",
-    "type",
-    "seq",
-    "observedAt",
-    "district",
-    "location",
-    "values",
-    "units",
-];
+const TOP_LEVEL_FIELDS: [&str; 8] = ["id", "type", "seq", "observedAt", "district", "location", "values", "units"];
 
 fn wrong_type(path: &str, expected: &'static str, found: &Value) -> DecodeError {
-    DecodeError::WrongType {
-        path: path.to_owned(),
-        expected,
-        found: json_type(found),
-    }
+    DecodeError::WrongType { path: path.to_owned(), expected, found: json_type(found) }
 }
 
 fn object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, DecodeError> {
-    v.as_object()
-        .ok_or_else(|| wrong_type(path, "an object", v))
+    v.as_object().ok_or_else(|| wrong_type(path, "an object", v))
 }
 
-fn field<'a>(
-    obj: &'a Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<&'a Value, DecodeError> {
-    obj.get(name).ok_or_else(|| DecodeError::MissingField {
-        path: format!("{parent}.{name}"),
-    })
+fn field<'a>(obj: &'a Map<String, Value>, parent: &str, name: &str) -> Result<&'a Value, DecodeError> {
+    obj.get(name).ok_or_else(|| DecodeError::MissingField { path: format!("{parent}.{name}") })
 }
 
-fn string<'a>(
-    obj: &'a Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<&'a str, DecodeError> {
+fn string<'a>(obj: &'a Map<String, Value>, parent: &str, name: &str) -> Result<&'a str, DecodeError> {
     let v = field(obj, parent, name)?;
-    v.as_str()
-        .ok_or_else(|| wrong_type(&format!("{parent}.{name}"), "a string", v))
+    v.as_str().ok_or_else(|| wrong_type(&format!("{parent}.{name}"), "a string", v))
 }
 
-fn coordinate(
-    location: &Map<String, Value>,
-    name: &'static str,
-    limit: f64,
-) -> Result<f64, DecodeError> {
+fn coordinate(location: &Map<String, Value>, name: &'static str, limit: f64) -> Result<f64, DecodeError> {
     let v = field(location, "$.location", name)?;
-    let x = v
-        .as_f64()
-        .ok_or_else(|| wrong_type(&format!("$.location.{name}"), "a number", v))?;
+    let x = v.as_f64().ok_or_else(|| wrong_type(&format!("$.location.{name}"), "a number", v))?;
     if (-limit..=limit).contains(&x) {
         Ok(x)
     } else {
-        Err(DecodeError::InvalidLocation {
-            field: name,
-            value: x,
-        })
+        Err(DecodeError::InvalidLocation { field: name, value: x })
     }
 }
 
@@ -310,16 +230,11 @@ fn format_timestamp(at: DateTime<Utc>) -> String {
 }
 
 fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, DecodeError> {
-    let invalid = |reason: String| DecodeError::InvalidTimestamp {
-        value: value.to_owned(),
-        reason,
-    };
+    let invalid = |reason: String| DecodeError::InvalidTimestamp { value: value.to_owned(), reason };
     if !value.ends_with('Z') {
         return Err(invalid("the offset must be 'Z' (UTC)".to_owned()));
     }
-    DateTime::parse_from_rfc3339(value)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| invalid(e.to_string()))
+    DateTime::parse_from_rfc3339(value).map(|t| t.with_timezone(&Utc)).map_err(|e| invalid(e.to_string()))
 }
 
 fn json_type(v: &Value) -> String {

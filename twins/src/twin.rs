@@ -3,8 +3,8 @@
 use crate::clock::LocalTime;
 use crate::kind::SensorKind;
 use crate::models::{
-    air_quality::AirQualityState, light::LightState, noise::NoiseState, parking::ParkingState,
-    traffic::TrafficState, weather::WeatherState, StepCtx,
+    air_quality::AirQualityState, light::LightState, noise::NoiseState, parking::ParkingState, traffic::TrafficState,
+    weather::WeatherState, StepCtx,
 };
 use crate::observation::Observation;
 use crate::rng::{fnv1a64, mix, Rng};
@@ -66,13 +66,7 @@ impl Twin {
     pub fn new(spec: SensorSpec, seed: u64) -> Twin {
         let rng = Rng::new(mix(seed, fnv1a64(spec.id.as_bytes())));
         let state = ModelState::new(&spec, seed);
-        Twin {
-            spec,
-            seq: 0,
-            rng,
-            state,
-            last_observed_at: None,
-        }
+        Twin { spec, seq: 0, rng, state, last_observed_at: None }
     }
 
     /// Advances the model from its last step to `at` and returns the observation.
@@ -86,11 +80,7 @@ impl Twin {
             let d = at.signed_duration_since(last);
             (d.num_seconds() as f64 + f64::from(d.subsec_nanos()) * 1e-9).max(0.0)
         });
-        let ctx = StepCtx {
-            at,
-            local: LocalTime::of(at),
-            dt,
-        };
+        let ctx = StepCtx { at, local: LocalTime::of(at), dt };
         let raw = self.state.step(&ctx, &mut self.rng);
         let values = self
             .spec
@@ -99,11 +89,7 @@ impl Twin {
             .iter()
             .zip(raw)
             .map(|(q, v)| {
-                let v = if v.is_finite() {
-                    v.clamp(q.min, q.max)
-                } else {
-                    q.min
-                };
+                let v = if v.is_finite() { v.clamp(q.min, q.max) } else { q.min };
                 ((v * 1000.0).round() / 1000.0).clamp(q.min, q.max)
             })
             .collect();

@@ -9,17 +9,12 @@ const SCHEMA: &str = include_str!("../schema/observation.schema.json");
 
 fn validator() -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(SCHEMA).expect("schema is JSON");
-    assert!(
-        jsonschema::meta::is_valid(&schema),
-        "schema is a valid draft 2020-12 schema"
-    );
+    assert!(jsonschema::meta::is_valid(&schema), "schema is a valid draft 2020-12 schema");
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
 
 fn start() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 1, 5, 0)
-        .single()
-        .expect("valid date")
+    Utc.with_ymd_and_hms(2026, 11, 25, 1, 5, 0).single().expect("valid date")
 }
 
 /// A few observations of every kind, at whole-second and sub-second times.
@@ -83,10 +78,7 @@ fn the_encoding_matches_the_documented_example() {
         kind: SensorKind::AirQuality,
         seq: 42,
         observed_at: start(),
-        location: GeoPoint {
-            lat: 14.604,
-            lon: -61.067,
-        },
+        location: GeoPoint { lat: 14.604, lon: -61.067 },
         district: "Fort-de-France".to_owned(),
         values: vec![31.2, 12.0, 18.5, 0.0],
     };
@@ -100,15 +92,10 @@ fn the_encoding_matches_the_documented_example() {
     );
     let text = String::from_utf8(o.to_mqtt_json()).expect("utf-8");
     assert!(
-        text.starts_with(
-            r#"{"id":"aq-fdf-01","type":"air-quality","seq":42,"observedAt":"2026-11-25T01:05:00Z""#
-        ),
+        text.starts_with(r#"{"id":"aq-fdf-01","type":"air-quality","seq":42,"observedAt":"2026-11-25T01:05:00Z""#),
         "{text}"
     );
-    let ms = Observation {
-        observed_at: start() + Duration::milliseconds(120),
-        ..o
-    };
+    let ms = Observation { observed_at: start() + Duration::milliseconds(120), ..o };
     assert_eq!(encoded(&ms)["observedAt"], "2026-11-25T01:05:00.120Z");
 }
 
@@ -126,83 +113,40 @@ fn out_of_range_values_and_missing_units_are_accepted() {
 /// Applies `edit` to a valid air-quality encoding and checks both the decoder and the schema
 /// reject it, the decoder's message containing `expect`.
 fn rejected(edit: impl Fn(&mut Value), expect: &str) {
-    let o = samples()
-        .into_iter()
-        .find(|o| o.kind == SensorKind::AirQuality)
-        .expect("aq sample");
+    let o = samples().into_iter().find(|o| o.kind == SensorKind::AirQuality).expect("aq sample");
     let mut v = encoded(&o);
     edit(&mut v);
     let err = decode(&v).expect_err("must be rejected");
     let msg = err.to_string();
-    assert!(
-        msg.contains(expect),
-        "message {msg:?} should contain {expect:?}"
-    );
+    assert!(msg.contains(expect), "message {msg:?} should contain {expect:?}");
     assert!(!validator().is_valid(&v), "schema must reject too: {v}");
 }
 
 #[test]
 fn invalid_payloads_are_rejected_with_a_clear_error() {
-    rejected(
-        |v| v["type"] = json!("pollution"),
-        "$.type: unknown sensor kind \"pollution\"",
-    );
-    rejected(
-        |v| drop(v["values"].as_object_mut().map(|m| m.remove("pm10"))),
-        "$.values.pm10: missing",
-    );
-    rejected(
-        |v| v["values"]["pm10"] = json!("31.2"),
-        "$.values.pm10: expected a number, found string",
-    );
-    rejected(
-        |v| v["values"]["pm10"] = Value::Null,
-        "$.values.pm10: expected a number, found null",
-    );
-    rejected(
-        |v| v["values"]["ozone"] = json!(1.0),
-        "$.values.ozone: not a quantity",
-    );
-    rejected(
-        |v| v["units"]["pm10"] = json!("mg/m3"),
-        "$.units.pm10: expected \"ug/m3\"",
-    );
-    rejected(
-        |v| v["observedAt"] = json!("2026-11-25T01:05:00+01:00"),
-        "$.observedAt",
-    );
+    rejected(|v| v["type"] = json!("pollution"), "$.type: unknown sensor kind \"pollution\"");
+    rejected(|v| drop(v["values"].as_object_mut().map(|m| m.remove("pm10"))), "$.values.pm10: missing");
+    rejected(|v| v["values"]["pm10"] = json!("31.2"), "$.values.pm10: expected a number, found string");
+    rejected(|v| v["values"]["pm10"] = Value::Null, "$.values.pm10: expected a number, found null");
+    rejected(|v| v["values"]["ozone"] = json!(1.0), "$.values.ozone: not a quantity");
+    rejected(|v| v["units"]["pm10"] = json!("mg/m3"), "$.units.pm10: expected \"ug/m3\"");
+    rejected(|v| v["observedAt"] = json!("2026-11-25T01:05:00+01:00"), "$.observedAt");
     rejected(|v| v["observedAt"] = json!("yesterday"), "$.observedAt");
-    rejected(
-        |v| v["seq"] = json!(0),
-        "$.seq: expected an integer >= 1, found number 0",
-    );
+    rejected(|v| v["seq"] = json!(0), "$.seq: expected an integer >= 1, found number 0");
     rejected(|v| v["seq"] = json!(-1), "$.seq");
     rejected(|v| v["seq"] = json!(1.5), "$.seq");
     rejected(|v| v["id"] = json!("a/b"), "$.id");
     rejected(|v| v["location"]["lat"] = json!(123.0), "$.location.lat");
     rejected(|v| v["colour"] = json!("red"), "$.colour: unknown field");
-    rejected(
-        |v| v["location"]["alt"] = json!(3.0),
-        "$.location.alt: unknown field",
-    );
-    rejected(
-        |v| drop(v.as_object_mut().map(|m| m.remove("district"))),
-        "$.district: missing field",
-    );
-    rejected(
-        |v| v["district"] = json!(972),
-        "$.district: expected a string, found number 972",
-    );
-    rejected(
-        |v| v["values"] = json!([1, 2]),
-        "$.values: expected an object, found an array",
-    );
+    rejected(|v| v["location"]["alt"] = json!(3.0), "$.location.alt: unknown field");
+    rejected(|v| drop(v.as_object_mut().map(|m| m.remove("district"))), "$.district: missing field");
+    rejected(|v| v["district"] = json!(972), "$.district: expected a string, found number 972");
+    rejected(|v| v["values"] = json!([1, 2]), "$.values: expected an object, found an array");
 }
 
 #[test]
 fn syntax_errors_say_where() {
-    let err =
-        Observation::from_mqtt_json(b"{\"id\":\"x\",\n \"type\": traffic}").expect_err("not JSON");
+    let err = Observation::from_mqtt_json(b"{\"id\":\"x\",\n \"type\": traffic}").expect_err("not JSON");
     assert!(matches!(err, DecodeError::Json(_)));
     assert!(err.to_string().contains("line 2 column"), "{err}");
     let err = Observation::from_mqtt_json(b"").expect_err("empty");
@@ -221,21 +165,12 @@ fn schema_requires_exactly_each_kinds_values_and_units() {
             .find(|b| b["if"]["properties"]["type"]["const"] == kind.as_str())
             .expect("one branch per kind");
         let names: Vec<&str> = kind.quantities().iter().map(|q| q.name).collect();
-        assert_eq!(
-            branch["then"]["properties"]["values"]["required"],
-            json!(names)
-        );
+        assert_eq!(branch["then"]["properties"]["values"]["required"], json!(names));
         for q in kind.quantities() {
-            assert_eq!(
-                branch["then"]["properties"]["units"]["properties"][q.name]["const"],
-                q.unit
-            );
+            assert_eq!(branch["then"]["properties"]["units"]["properties"][q.name]["const"], q.unit);
         }
         // Dropping any one value of a real observation makes it invalid.
-        let o = samples()
-            .into_iter()
-            .find(|o| o.kind == kind)
-            .expect("sample");
+        let o = samples().into_iter().find(|o| o.kind == kind).expect("sample");
         for q in kind.quantities() {
             let mut e = encoded(&o);
             e["values"].as_object_mut().expect("values").remove(q.name);

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use supervision::ractor::{self, Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort};
 use supervision::{
-    Backoff, ChildSnapshot, ChildSpec, ChildStatus, Intensity, Restart, Strategy,
-    SupervisionObserver, SupervisorSpec,
+    Backoff, ChildSnapshot, ChildSpec, ChildStatus, Intensity, Restart, Strategy, SupervisionObserver, SupervisorSpec,
 };
 
 /// Counters that live outside the actor and survive its restarts.
@@ -48,20 +47,12 @@ impl Actor for Worker {
     type State = Probe;
     type Arguments = Probe;
 
-    async fn pre_start(
-        &self,
-        _myself: ActorRef<WorkerMsg>,
-        probe: Probe,
-    ) -> Result<Probe, ActorProcessingErr> {
+    async fn pre_start(&self, _myself: ActorRef<WorkerMsg>, probe: Probe) -> Result<Probe, ActorProcessingErr> {
         probe.starts.fetch_add(1, Ordering::SeqCst);
         Ok(probe)
     }
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<WorkerMsg>,
-        probe: &mut Probe,
-    ) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(&self, _myself: ActorRef<WorkerMsg>, probe: &mut Probe) -> Result<(), ActorProcessingErr> {
         probe.stops.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -107,18 +98,14 @@ pub fn worker_spec(prefix: &str, id: &str, restart: Restart, probe: Probe) -> Ch
 
 /// The current instance of a named worker.
 pub fn worker(prefix: &str, id: &str) -> ActorRef<WorkerMsg> {
-    ActorRef::<WorkerMsg>::where_is(wname(prefix, id))
-        .unwrap_or_else(|| panic!("worker {id} not registered"))
+    ActorRef::<WorkerMsg>::where_is(wname(prefix, id)).unwrap_or_else(|| panic!("worker {id} not registered"))
 }
 
 pub fn spec(name: &str, strategy: Strategy, max_restarts: u32, backoff: Backoff) -> SupervisorSpec {
     SupervisorSpec {
         name: name.to_string(),
         strategy,
-        intensity: Intensity {
-            max_restarts,
-            within: Duration::from_secs(60),
-        },
+        intensity: Intensity { max_restarts, within: Duration::from_secs(60) },
         backoff,
     }
 }
@@ -179,22 +166,13 @@ impl Recorder {
 
 impl SupervisionObserver for Recorder {
     fn child_restarted(&self, supervisor: &str, child: &ChildSnapshot) {
-        self.events.lock().unwrap().push(format!(
-            "restarted {supervisor} {} #{}",
-            child.id, child.restarts
-        ));
+        self.events.lock().unwrap().push(format!("restarted {supervisor} {} #{}", child.id, child.restarts));
     }
     fn child_failed(&self, supervisor: &str, child_id: &str, kind: &str, reason: &str) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("failed {supervisor} {child_id} {kind} {reason}"));
+        self.events.lock().unwrap().push(format!("failed {supervisor} {child_id} {kind} {reason}"));
     }
     fn escalated(&self, supervisor: &str, reason: &str) {
-        self.events
-            .lock()
-            .unwrap()
-            .push(format!("escalated {supervisor} {reason}"));
+        self.events.lock().unwrap().push(format!("escalated {supervisor} {reason}"));
     }
 }
 

@@ -97,18 +97,9 @@ pub struct AirQualityState {
 impl AirQualityState {
     pub(crate) fn new(spec: &crate::SensorSpec, seed: u64) -> AirQualityState {
         let exposure = atlantic_exposure(spec);
-        let site_factor = if exposure > 0.0 {
-            0.5 + id_unit(spec, "h2s-site")
-        } else {
-            0.0
-        };
+        let site_factor = if exposure > 0.0 { 0.5 + id_unit(spec, "h2s-site") } else { 0.0 };
         AirQualityState {
-            site: if in_agglomeration(spec) {
-                "traffic"
-            } else {
-                "background"
-            }
-            .to_owned(),
+            site: if in_agglomeration(spec) { "traffic" } else { "background" }.to_owned(),
             region_seed: seed,
             atlantic_exposure: exposure * site_factor,
             pm10_slow_noise: 0.0,
@@ -136,14 +127,9 @@ impl AirQualityState {
 
         // PM10: log-normal background noise is corrected by exp(-σ²/2) to keep its mean.
         let clean = (PM10_MEAN_URBAN_BACKGROUND - DUST_MEAN_CONTRIBUTION)
-            * (self.pm10_slow_noise + self.pm10_fast_noise
-                - 0.5 * (0.25f64.powi(2) + 0.10f64.powi(2)))
-            .exp();
-        let traffic_increment = if traffic_site {
-            (PM10_MEAN_TRAFFIC_SITES - PM10_MEAN_URBAN_BACKGROUND) * traffic
-        } else {
-            0.0
-        };
+            * (self.pm10_slow_noise + self.pm10_fast_noise - 0.5 * (0.25f64.powi(2) + 0.10f64.powi(2))).exp();
+        let traffic_increment =
+            if traffic_site { (PM10_MEAN_TRAFFIC_SITES - PM10_MEAN_URBAN_BACKGROUND) * traffic } else { 0.0 };
         let (dust, episode) = dust_at(self.region_seed, ctx.at);
         self.dust_intensity = dust;
         self.dust_episode = episode;
@@ -151,19 +137,14 @@ impl AirQualityState {
         self.pm10 = non_dust + dust;
         self.pm2_5 = PM25_RATIO_BACKGROUND * non_dust + PM25_RATIO_DUST * dust;
 
-        let no2_mean = if traffic_site {
-            NO2_MEAN_AGGLOMERATION
-        } else {
-            NO2_MEAN_ELSEWHERE
-        };
+        let no2_mean = if traffic_site { NO2_MEAN_AGGLOMERATION } else { NO2_MEAN_ELSEWHERE };
         self.no2 = no2_mean * (0.35 + 0.65 * traffic) * (self.no2_noise - 0.045).exp();
 
         self.sargassum_strength = sargassum_strength(self.region_seed, &ctx.local);
         self.h2s = if self.atlantic_exposure > 0.0 && self.sargassum_strength > 0.0 {
             let hours = ctx.at.timestamp() as f64 / 3600.0;
             let tide = 1.0 + 0.4 * (std::f64::consts::TAU * hours / M2_TIDE_HOURS).cos();
-            let warmth =
-                1.0 + 0.25 * (std::f64::consts::TAU * (ctx.local.hour - 14.0) / 24.0).cos();
+            let warmth = 1.0 + 0.25 * (std::f64::consts::TAU * (ctx.local.hour - 14.0) / 24.0).cos();
             self.sargassum_strength * self.atlantic_exposure * tide * warmth * self.h2s_noise.exp()
         } else {
             0.0
@@ -173,8 +154,7 @@ impl AirQualityState {
 }
 
 fn month0_of_unix_day(day: i64) -> usize {
-    DateTime::<Utc>::from_timestamp(day.saturating_mul(86_400), 0)
-        .map_or(0, |t| t.month0() as usize)
+    DateTime::<Utc>::from_timestamp(day.saturating_mul(86_400), 0).map_or(0, |t| t.month0() as usize)
 }
 
 /// PM10 added by Saharan dust at `at`, with the strongest active episode.
@@ -186,19 +166,13 @@ fn dust_at(region_seed: u64, at: DateTime<Utc>) -> (f64, Option<DustEpisode>) {
     let mut best: (f64, Option<DustEpisode>) = (0.0, None);
     for day in (today - 6)..=today {
         let mut r = Rng::new(mix(base, day as u64));
-        let p = DUST_EPISODES_PER_YEAR / 365.25 * DUST_MONTH_WEIGHT[month0_of_unix_day(day)]
-            / mean_weight;
-        let (u, start_h, duration_h) = (
-            r.uniform(),
-            r.range(0.0, 24.0),
-            r.range(DUST_MIN_HOURS, DUST_MAX_HOURS),
-        );
+        let p = DUST_EPISODES_PER_YEAR / 365.25 * DUST_MONTH_WEIGHT[month0_of_unix_day(day)] / mean_weight;
+        let (u, start_h, duration_h) = (r.uniform(), r.range(0.0, 24.0), r.range(DUST_MIN_HOURS, DUST_MAX_HOURS));
         let peak = r.lognormal(DUST_PEAK_MEDIAN, DUST_PEAK_SIGMA);
         if u >= p {
             continue;
         }
-        let start_s =
-            day.saturating_mul(86_400) + local_midnight_offset_s + (start_h * 3600.0) as i64;
+        let start_s = day.saturating_mul(86_400) + local_midnight_offset_s + (start_h * 3600.0) as i64;
         let Some(started_at) = DateTime::<Utc>::from_timestamp(start_s, 0) else {
             continue;
         };
@@ -208,14 +182,7 @@ fn dust_at(region_seed: u64, at: DateTime<Utc>) -> (f64, Option<DustEpisode>) {
         }
         let intensity = peak * (std::f64::consts::PI * elapsed_h / duration_h).sin();
         if intensity > best.0 {
-            best = (
-                intensity,
-                Some(DustEpisode {
-                    started_at,
-                    duration_hours: duration_h,
-                    peak_ug_m3: peak,
-                }),
-            );
+            best = (intensity, Some(DustEpisode { started_at, duration_hours: duration_h, peak_ug_m3: peak }));
         }
     }
     best
@@ -227,15 +194,8 @@ fn sargassum_strength(region_seed: u64, local: &LocalTime) -> f64 {
     let week_strength = |week: i64| {
         let mut r = Rng::new(mix(base, week as u64));
         let month0 = month0_of_unix_day(week * 7 + 3);
-        let p = if (4..=10).contains(&month0) {
-            SARGASSUM_WEEK_P_IN_SEASON
-        } else {
-            SARGASSUM_WEEK_P_OFF_SEASON
-        };
-        let (u, s) = (
-            r.uniform(),
-            r.lognormal(SARGASSUM_MEDIAN_PPM, SARGASSUM_SIGMA),
-        );
+        let p = if (4..=10).contains(&month0) { SARGASSUM_WEEK_P_IN_SEASON } else { SARGASSUM_WEEK_P_OFF_SEASON };
+        let (u, s) = (r.uniform(), r.lognormal(SARGASSUM_MEDIAN_PPM, SARGASSUM_SIGMA));
         if u < p {
             s
         } else {
@@ -256,10 +216,7 @@ mod tests {
 
     #[test]
     fn dust_calendar_is_regional_and_seasonal() {
-        let start = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .expect("date");
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("date");
         let mut dusty_hours_by_month = [0u32; 12];
         let mut days_over_50 = 0;
         for day in 0..365 {
@@ -281,9 +238,6 @@ mod tests {
         let summer: u32 = dusty_hours_by_month[5..8].iter().sum();
         let winter: u32 = dusty_hours_by_month[0..3].iter().sum();
         assert!(summer > winter, "summer {summer} winter {winter}");
-        assert!(
-            (5..=90).contains(&days_over_50),
-            "{days_over_50} days over 50"
-        );
+        assert!((5..=90).contains(&days_over_50), "{days_over_50} days over 50");
     }
 }

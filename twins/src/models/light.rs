@@ -103,17 +103,8 @@ impl LightState {
             (true, true) => DIM_LEVEL,
             (true, false) => 100.0,
         };
-        self.power = if on {
-            self.rated_power * self.dimming / 100.0 * (1.0 + self.driver_noise)
-        } else {
-            0.0
-        };
-        vec![
-            if on { 1.0 } else { 0.0 },
-            self.power,
-            self.dimming,
-            self.burning_hours,
-        ]
+        self.power = if on { self.rated_power * self.dimming / 100.0 * (1.0 + self.driver_noise) } else { 0.0 };
+        vec![if on { 1.0 } else { 0.0 }, self.power, self.dimming, self.burning_hours]
     }
 }
 
@@ -121,11 +112,7 @@ impl LightState {
 fn switched_on(local: &LocalTime) -> (bool, f64, f64) {
     let sunrise = local.monthly(&SUNRISE_H);
     let sunset = local.monthly(&SUNSET_H);
-    (
-        local.hour >= sunset || local.hour < sunrise,
-        sunrise,
-        sunset,
-    )
+    (local.hour >= sunset || local.hour < sunrise, sunrise, sunset)
 }
 
 /// Hours the lamp was on during the `dt_s` seconds before `at` (midpoint sampling).

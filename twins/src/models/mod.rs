@@ -107,8 +107,7 @@ pub(crate) fn weekday_peak_share() -> f64 {
 
 /// Traffic relative to the weekday daytime (06-18 h) mean: about 1 by day, 0.07 at 3:00.
 pub(crate) fn traffic_relative(local: &LocalTime) -> f64 {
-    let day_mean =
-        WEEKDAY_SHARE[6..18].iter().sum::<f64>() / 12.0 / WEEKDAY_SHARE.iter().sum::<f64>();
+    let day_mean = WEEKDAY_SHARE[6..18].iter().sum::<f64>() / 12.0 / WEEKDAY_SHARE.iter().sum::<f64>();
     traffic_demand(1.0, local) / (WEEKDAY_FACTOR * day_mean)
 }
 
@@ -150,10 +149,7 @@ pub(crate) fn in_agglomeration(spec: &SensorSpec) -> bool {
 /// Exposure of the site to sargassum H2S, 0 for inland / Caribbean-coast communes.
 pub(crate) fn atlantic_exposure(spec: &SensorSpec) -> f64 {
     match geo::district(&spec.district) {
-        Some(d) => ATLANTIC
-            .iter()
-            .find(|(code, _)| *code == d.code)
-            .map_or(0.0, |(_, w)| *w),
+        Some(d) => ATLANTIC.iter().find(|(code, _)| *code == d.code).map_or(0.0, |(_, w)| *w),
         None if spec.location.lon > ATLANTIC_FALLBACK_LON => 0.6,
         None => 0.0,
     }
@@ -171,46 +167,24 @@ mod tests {
 
     fn local(y: i32, m: u32, d: u32, h: u32, min: u32) -> LocalTime {
         // Local time = UTC - 4.
-        LocalTime::of(
-            Utc.with_ymd_and_hms(y, m, d, h + 4, min, 0)
-                .single()
-                .expect("date"),
-        )
+        LocalTime::of(Utc.with_ymd_and_hms(y, m, d, h + 4, min, 0).single().expect("date"))
     }
 
     #[test]
     fn weekly_mean_of_demand_is_the_aadt() {
-        let start = Utc
-            .with_ymd_and_hms(2026, 3, 2, 4, 0, 0)
-            .single()
-            .expect("date");
+        let start = Utc.with_ymd_and_hms(2026, 3, 2, 4, 0, 0).single().expect("date");
         let n = 7 * 24 * 60;
         let total: f64 = (0..n)
-            .map(|i| {
-                traffic_demand(
-                    100_000.0,
-                    &LocalTime::of(start + chrono::Duration::minutes(i)),
-                ) / 60.0
-            })
+            .map(|i| traffic_demand(100_000.0, &LocalTime::of(start + chrono::Duration::minutes(i))) / 60.0)
             .sum();
-        assert!(
-            (total / 7.0 - 100_000.0).abs() < 1500.0,
-            "daily mean {}",
-            total / 7.0
-        );
+        assert!((total / 7.0 - 100_000.0).abs() < 1500.0, "daily mean {}", total / 7.0);
     }
 
     #[test]
     fn rush_hour_beats_night_and_weekends_are_lighter() {
         // 2026-03-04 is a Wednesday, 2026-03-08 a Sunday.
-        assert!(
-            traffic_relative(&local(2026, 3, 4, 7, 30))
-                > 10.0 * traffic_relative(&local(2026, 3, 4, 3, 0))
-        );
-        assert!(
-            traffic_relative(&local(2026, 3, 8, 7, 30))
-                < traffic_relative(&local(2026, 3, 4, 7, 30))
-        );
+        assert!(traffic_relative(&local(2026, 3, 4, 7, 30)) > 10.0 * traffic_relative(&local(2026, 3, 4, 3, 0)));
+        assert!(traffic_relative(&local(2026, 3, 8, 7, 30)) < traffic_relative(&local(2026, 3, 4, 7, 30)));
     }
 
     #[test]

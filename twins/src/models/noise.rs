@@ -40,11 +40,7 @@ pub struct NoiseState {
 impl NoiseState {
     pub(crate) fn new(spec: &crate::SensorSpec) -> NoiseState {
         let arterial = in_agglomeration(spec);
-        let base = if arterial {
-            ARTERIAL_DAY_DB
-        } else {
-            RESIDENTIAL_DAY_DB
-        };
+        let base = if arterial { ARTERIAL_DAY_DB } else { RESIDENTIAL_DAY_DB };
         NoiseState {
             site: if arterial { "arterial" } else { "residential" }.to_owned(),
             day_level: base + 4.0 * (id_unit(spec, "noise-level") - 0.5),
@@ -61,24 +57,15 @@ impl NoiseState {
         let traffic = traffic_relative(&ctx.local);
         let background = self.day_level + 10.0 * (0.1 + 0.9 * traffic).log10() + self.level_noise;
 
-        let per_hour = if self.site == "arterial" {
-            ARTERIAL_EVENTS_PER_HOUR
-        } else {
-            RESIDENTIAL_EVENTS_PER_HOUR
-        };
+        let per_hour = if self.site == "arterial" { ARTERIAL_EVENTS_PER_HOUR } else { RESIDENTIAL_EVENTS_PER_HOUR };
         let rate = per_hour * traffic.min(1.5) / 3600.0;
-        let (u, excess, jitter) = (
-            rng.uniform(),
-            rng.range(EVENT_MIN_EXCESS_DB, EVENT_MAX_EXCESS_DB),
-            rng.gaussian(),
-        );
+        let (u, excess, jitter) = (rng.uniform(), rng.range(EVENT_MIN_EXCESS_DB, EVENT_MAX_EXCESS_DB), rng.gaussian());
         let (laeq, lamax) = if dt > 0.0 && u < event_probability(rate, dt) {
             self.loud_events_total += 1;
             let peak = background + excess;
             let events = (rate * dt).max(1.0);
             let share = (events * EVENT_SECONDS / dt).min(1.0);
-            let energy =
-                (1.0 - share) * 10f64.powf(background / 10.0) + share * 10f64.powf(peak / 10.0);
+            let energy = (1.0 - share) * 10f64.powf(background / 10.0) + share * 10f64.powf(peak / 10.0);
             (10.0 * energy.log10(), peak)
         } else {
             // Without a loud event the maximum still sits a few dB above the mean.

@@ -61,13 +61,8 @@ pub struct ParkingState {
 
 impl ParkingState {
     pub(crate) fn new(spec: &crate::SensorSpec) -> ParkingState {
-        let capacity = (CAPACITY_MIN + (CAPACITY_MAX - CAPACITY_MIN) * id_unit(spec, "capacity"))
-            .round() as u32;
-        let profile = if commune_code(spec) == Some("97209") {
-            "downtown"
-        } else {
-            "commercial"
-        };
+        let capacity = (CAPACITY_MIN + (CAPACITY_MAX - CAPACITY_MIN) * id_unit(spec, "capacity")).round() as u32;
+        let profile = if commune_code(spec) == Some("97209") { "downtown" } else { "commercial" };
         ParkingState {
             profile: profile.to_owned(),
             capacity,
@@ -87,29 +82,16 @@ impl ParkingState {
             (false, Weekday::Sun) => &COMMERCIAL_SUNDAY,
             (false, _) => &COMMERCIAL_WEEKDAY,
         };
-        self.occupancy_noise = ou(
-            self.occupancy_noise,
-            0.0,
-            NOISE_TAU_S,
-            NOISE_SIGMA,
-            ctx.dt,
-            rng,
-        );
+        self.occupancy_noise = ou(self.occupancy_noise, 0.0, NOISE_TAU_S, NOISE_SIGMA, ctx.dt, rng);
         let target = (hourly(table, ctx.local.hour) + self.occupancy_noise).clamp(0.0, 1.0);
         self.occupancy_fraction = match ctx.dt {
             None => target,
             Some(dt) => target + (self.occupancy_fraction - target) * (-dt / RELAX_TAU_S).exp(),
         };
         let capacity = f64::from(self.capacity);
-        let occupied = (self.occupancy_fraction * capacity)
-            .round()
-            .clamp(0.0, capacity);
+        let occupied = (self.occupancy_fraction * capacity).round().clamp(0.0, capacity);
         self.occupied_spots = occupied as u32;
-        let pct = if capacity > 0.0 {
-            occupied / capacity * 100.0
-        } else {
-            0.0
-        };
+        let pct = if capacity > 0.0 { occupied / capacity * 100.0 } else { 0.0 };
         vec![occupied, capacity - occupied, capacity, pct]
     }
 }

@@ -86,13 +86,7 @@ impl TrafficState {
         let pick = id_unit(spec, "road");
         let (road, aadt, saturation, lanes, free) = match super::commune_code(spec) {
             Some("97209") if pick < 1.0 / 3.0 => ("A1", AADT_A1, SATURATION_A1, 4, 90.0),
-            Some("97209") if pick < 2.0 / 3.0 => (
-                "Rocade",
-                AADT_ROCADE,
-                SATURATION_ROCADE,
-                4,
-                FREE_SPEED_ROCADE,
-            ),
+            Some("97209") if pick < 2.0 / 3.0 => ("Rocade", AADT_ROCADE, SATURATION_ROCADE, 4, FREE_SPEED_ROCADE),
             Some("97209") | Some("97229") => ("RN1", AADT_RN1, SATURATION_RN1, 4, 70.0),
             Some("97213") if pick < 0.5 => ("A1", AADT_A1, SATURATION_A1, 4, 90.0),
             Some("97213") | Some("97207") => ("RN5", AADT_RN5, SATURATION_RN5, 4, 80.0),
@@ -119,14 +113,7 @@ impl TrafficState {
 
     pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
         let dt = ctx.dt_s();
-        self.demand_noise = ou(
-            self.demand_noise,
-            0.0,
-            DEMAND_TAU_S,
-            DEMAND_SIGMA,
-            ctx.dt,
-            rng,
-        );
+        self.demand_noise = ou(self.demand_noise, 0.0, DEMAND_TAU_S, DEMAND_SIGMA, ctx.dt, rng);
         self.speed_noise = ou(self.speed_noise, 0.0, SPEED_TAU_S, SPEED_SIGMA, ctx.dt, rng);
 
         // Incidents: age the current one, maybe start a new one.
@@ -136,33 +123,21 @@ impl TrafficState {
                 self.incident = None;
             }
         }
-        let pressure = if self.congestion_ratio > 0.9 {
-            2.0
-        } else {
-            1.0
-        };
+        let pressure = if self.congestion_ratio > 0.9 { 2.0 } else { 1.0 };
         let p = event_probability(INCIDENT_RATE_PER_S * pressure, dt);
         // Always draw, so the stream does not depend on whether an incident is active.
-        let (u, duration, factor) = (
-            rng.uniform(),
-            rng.range(INCIDENT_MIN_MINUTES, INCIDENT_MAX_MINUTES),
-            rng.range(0.4, 0.75),
-        );
+        let (u, duration, factor) =
+            (rng.uniform(), rng.range(INCIDENT_MIN_MINUTES, INCIDENT_MAX_MINUTES), rng.range(0.4, 0.75));
         if self.incident.is_none() && u < p {
-            self.incident = Some(Incident {
-                remaining_minutes: duration,
-                capacity_factor: factor,
-            });
+            self.incident = Some(Incident { remaining_minutes: duration, capacity_factor: factor });
             self.incidents_total += 1;
         }
 
         let demand = (traffic_demand(self.aadt, &ctx.local) * (1.0 + self.demand_noise)).max(0.0);
-        let capacity =
-            self.hourly_capacity * self.incident.as_ref().map_or(1.0, |i| i.capacity_factor);
+        let capacity = self.hourly_capacity * self.incident.as_ref().map_or(1.0, |i| i.capacity_factor);
         let ratio = demand / capacity;
         let bpr = 1.0 + BPR_ALPHA * ratio.powi(BPR_BETA);
-        let speed =
-            (self.free_flow_speed / bpr + self.speed_noise).clamp(3.0, self.free_flow_speed + 15.0);
+        let speed = (self.free_flow_speed / bpr + self.speed_noise).clamp(3.0, self.free_flow_speed + 15.0);
         // Smooth minimum of demand and capacity: what the loops can actually count.
         let flow = demand / (1.0 + ratio.powi(6)).powf(1.0 / 6.0);
         let density_per_lane = flow / f64::from(self.lanes.max(1)) / speed;
