@@ -113,6 +113,8 @@ struct Inner {
     /// Records with this key are refused individually: (key, Kafka error code).
     refuse_key: Option<(Vec<u8>, i64)>,
     round_robin: u64,
+    /// Woken on every append, for long-polling fetches.
+    appended: Arc<tokio::sync::Notify>,
 }
 
 type Shared = Arc<Mutex<Inner>>;
@@ -233,6 +235,7 @@ impl Inner {
         let log = &mut self.logs.get_mut(topic).expect("existing topic")[partition as usize];
         let offset = log.len() as i64;
         log.push(StoredRecord { topic: topic.to_string(), partition, offset, key, value });
+        self.appended.notify_waiters();
         offset
     }
 
@@ -590,7 +593,10 @@ async fn fetch(
     }
     // Long poll: wait up to `timeout` (at most 2 s here) for records.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout.clamp(0, 2000) as u64);
+    let appended = lock(&s).appended.clone();
     loop {
+        // Registered before looking, so an append in between is not missed.
+        let woken = appended.notified();
         let (format, records) = match next_records(&mut lock(&s), &group, &id, max_bytes) {
             Ok(r) => r,
             Err(r) => return r,
@@ -599,7 +605,8 @@ async fn fetch(
             let records: Vec<Value> = records.iter().map(|r| record_json(r, &format)).collect();
             return ok_json(StatusCode::OK, produced, json!({ "records": records }));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Until a record is appended or the long poll's deadline passes.
+        let _ = tokio::time::timeout_at(deadline, woken).await;
     }
 }
 
