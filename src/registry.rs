@@ -62,6 +62,11 @@ impl Registry {
         Some(env)
     }
 
+    /// The district of a twin (its actor lives at `root/twins/{district}/{id}`).
+    pub fn district(&self, id: &str) -> Option<String> {
+        self.twins.get(id).map(|e| e.twin.spec().district.clone())
+    }
+
     pub fn seq(&self, id: &str) -> Option<u64> {
         self.twins.get(id).map(|e| e.twin.seq())
     }

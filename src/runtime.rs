@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dashmap::DashMap;
 use ractor::{Actor, ActorRef};
 use supervision::{
     Backoff, ChildSnapshot, ChildSpec, Intensity, Restart, Strategy, SupervisionObserver, Supervisor, SupervisorArgs,
@@ -147,7 +146,6 @@ pub struct Runtime {
     registry: Arc<Registry>,
     sinks: SinkSet,
     consumer: Option<Arc<ConsumerHandle>>,
-    sensors: Arc<DashMap<String, ActorRef<SensorMsg>>>,
     tree: SupervisionTree,
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
@@ -280,23 +278,18 @@ impl Runtime {
             chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
         });
         let clock = SimClock::new(start, config.runtime.speed).map_err(|e| StartError::Supervision(e.to_string()))?;
-        let sensors = Arc::new(DashMap::new());
         let ctx = SensorContext {
             registry: registry.clone(),
             sinks: sinks.clone(),
             clock,
             real_start: tokio::time::Instant::now(),
             metrics: metrics.clone(),
-            actors: sensors.clone(),
         };
 
         let observer: Arc<dyn SupervisionObserver> = Arc::new(MetricsObserver { metrics: metrics.clone() });
-        let sup_cfg = config.supervision.clone();
-        // Validated by the config already; checked once here for the error type.
-        supervisor_spec(&sup_cfg, "check")?;
-        let spec_of = move |name: &str| {
-            supervisor_spec(&sup_cfg, name).unwrap_or_else(|_| SupervisorSpec::new(name, Strategy::OneForOne))
-        };
+        // Every supervisor has the same strategy, intensity and backoff; only names differ.
+        let template = supervisor_spec(&config.supervision, "")?;
+        let spec_of = move |name: &str| SupervisorSpec { name: name.to_string(), ..template.clone() };
 
         let sinks_sup = {
             let spec = spec_of("sinks");
@@ -424,7 +417,6 @@ impl Runtime {
             registry,
             sinks,
             consumer,
-            sensors,
             tree,
             root,
             root_done,
@@ -472,7 +464,9 @@ impl Runtime {
 
     /// The live actor of a sensor, if it is running now.
     pub fn sensor(&self, id: &str) -> Option<ActorRef<SensorMsg>> {
-        self.sensors.get(id).map(|a| a.clone())
+        let district = self.registry.district(id)?;
+        let entry = self.directory.get(&format!("root/twins/{district}/{id}"))?;
+        entry.cell().map(ActorRef::from)
     }
 
     /// The supervisors' snapshots by district name.

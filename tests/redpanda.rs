@@ -223,17 +223,24 @@ async fn nothing_is_lost_when_the_proxy_or_victoria_restarts_mid_run() {
     .await
     .unwrap_or_else(|e| panic!("{e}: {:?}", rt.consumer().map(|c| c.snapshot())));
 
-    let last = final_seqs(&rt);
-    let report = rt.shutdown().await;
-    assert!(report.flushed, "{report:?}");
-    drain(&proxy, &vm.url()).await;
-    let last: BTreeMap<String, u64> =
-        last.into_iter().map(|(id, n)| (id.clone(), n.max(produced_max(&proxy, &id)))).collect();
-    check_seqs(&vm, &last, false).await;
+    stop_drain_and_check(rt, &proxy, &vm, false).await;
     assert_eq!(proxy.committed(GROUP), proxy.log_ends());
 }
 
 /// The highest seq of a sensor in the proxy's logs.
+/// Stop the runtime (it flushes), read the rest of the topics into VictoriaMetrics, and check
+/// that every sensor's observations up to the last one produced are there (exactly once,
+/// or at least once).
+async fn stop_drain_and_check(rt: Runtime, proxy: &Pandaproxy, vm: &Victoria, exactly_once: bool) {
+    let last = final_seqs(&rt);
+    let report = rt.shutdown().await;
+    assert!(report.flushed, "{report:?}");
+    drain(proxy, &vm.url()).await;
+    let last: BTreeMap<String, u64> =
+        last.into_iter().map(|(id, n)| (id.clone(), n.max(produced_max(proxy, &id)))).collect();
+    check_seqs(vm, &last, exactly_once).await;
+}
+
 fn produced_max(proxy: &Pandaproxy, id: &str) -> u64 {
     support::pandaproxy::TOPICS
         .iter()
@@ -272,14 +279,8 @@ async fn an_expired_consumer_instance_is_recreated_and_nothing_is_lost() {
     for r in &expired {
         assert_eq!(r.response.as_ref().map(|b| b["error_code"].clone()), Some(json!(40403)), "{r:?}");
     }
-    let last = final_seqs(&rt);
-    let report = rt.shutdown().await;
-    assert!(report.flushed, "{report:?}");
-    drain(&proxy, &vm.url()).await;
-    let last: BTreeMap<String, u64> =
-        last.into_iter().map(|(id, n)| (id.clone(), n.max(produced_max(&proxy, &id)))).collect();
     // What the old instance fetched and stored is committed through the new one: still once.
-    check_seqs(&vm, &last, true).await;
+    stop_drain_and_check(rt, &proxy, &vm, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,13 +302,7 @@ async fn bad_records_are_counted_and_skipped() {
         .unwrap_or_else(|e| panic!("{e}: {:?}", consumer.snapshot()));
     let s = consumer.snapshot();
     assert_eq!(s.fetched, s.decoded + s.bad, "{s:?}");
-    let last = final_seqs(&rt);
-    let report = rt.shutdown().await;
-    assert!(report.flushed, "{report:?}");
-    drain(&proxy, &vm.url()).await;
-    let last: BTreeMap<String, u64> =
-        last.into_iter().map(|(id, n)| (id.clone(), n.max(produced_max(&proxy, &id)))).collect();
-    check_seqs(&vm, &last, true).await;
+    stop_drain_and_check(rt, &proxy, &vm, true).await;
     assert_eq!(proxy.committed(GROUP), proxy.log_ends(), "bad records are committed past");
     let got = seqs_in_victoria(&vm).await;
     assert!(!got.contains_key("t1"), "the toaster never reached VictoriaMetrics");

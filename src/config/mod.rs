@@ -1079,6 +1079,21 @@ pub fn slug(name: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Exactly these problems: (key path, origin, part of the message).
+    fn assert_problems(err: &ConfigErrors, expect: &[(&str, &str, &str)]) {
+        let shown = err.to_string();
+        for (path, line, text) in expect {
+            let p = err
+                .problems
+                .iter()
+                .find(|p| p.path == *path)
+                .unwrap_or_else(|| panic!("no problem at {path} in:\n{shown}"));
+            assert_eq!(p.origin.as_deref(), Some(*line), "{path}: {shown}");
+            assert!(p.message.contains(text), "{path}: {} lacks {text}", p.message);
+        }
+        assert_eq!(err.problems.len(), expect.len(), "{shown}");
+    }
+
     #[test]
     fn embedded_default_is_valid() {
         let c = Config::parse(DEFAULT_TOML, "default", &[]).expect("default config");
@@ -1127,7 +1142,6 @@ district = "Atlantis"
 x = 1
 "#;
         let err = Config::parse(text, "t.toml", &[]).expect_err("must fail");
-        let shown = err.to_string();
         let expect = [
             ("runtime.sped", "line 4", "did you mean `speed`"),
             ("runtime.interval", "line 5", "invalid duration"),
@@ -1138,16 +1152,7 @@ x = 1
             ("sensors[0].district", "line 15", "Atlantis"),
             ("bogus", "line 17", "unknown key"),
         ];
-        for (path, line, text) in expect {
-            let p = err
-                .problems
-                .iter()
-                .find(|p| p.path == path)
-                .unwrap_or_else(|| panic!("no problem at {path} in:\n{shown}"));
-            assert_eq!(p.origin.as_deref(), Some(line), "{path}: {shown}");
-            assert!(p.message.contains(text), "{path}: {} lacks {text}", p.message);
-        }
-        assert_eq!(err.problems.len(), expect.len(), "{shown}");
+        assert_problems(&err, &expect);
     }
 
     #[test]
@@ -1257,7 +1262,6 @@ ack_timeout = "0s"
 colour = "red"
 "#;
         let err = Config::parse(text, "t.toml", &[]).expect_err("must fail");
-        let shown = err.to_string();
         let expect = [
             ("sinks.influxdb[0].consumer_only", "line 5", "expected"),
             ("sinks.redpanda[0].url", "line 9", "unsupported scheme"),
@@ -1271,16 +1275,7 @@ colour = "red"
             ("redpanda_consumer.ack_timeout", "line 20", "> 0"),
             ("redpanda_consumer.colour", "line 21", "unknown key"),
         ];
-        for (path, line, text) in expect {
-            let p = err
-                .problems
-                .iter()
-                .find(|p| p.path == path)
-                .unwrap_or_else(|| panic!("no problem at {path} in:\n{shown}"));
-            assert_eq!(p.origin.as_deref(), Some(line), "{path}: {shown}");
-            assert!(p.message.contains(text), "{path}: {} lacks {text}", p.message);
-        }
-        assert_eq!(err.problems.len(), expect.len(), "{shown}");
+        assert_problems(&err, &expect);
 
         let err = Config::parse("[redpanda_consumer]\ngroup = \"g\"\n", "t", &[]).expect_err("must fail");
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -35,8 +34,6 @@ pub struct SensorContext {
     /// Real time at which the schedule starts.
     pub real_start: Instant,
     pub metrics: Metrics,
-    /// The live sensor actors by sensor id (for fault injection and inspection).
-    pub actors: Arc<DashMap<String, ActorRef<SensorMsg>>>,
 }
 
 #[derive(Debug)]
@@ -70,7 +67,6 @@ pub struct SensorState {
     timer: Option<JoinHandle<()>>,
     running_gauge: prometheus::IntGauge,
     generated: prometheus::IntCounter,
-    actor_id: ractor::ActorId,
 }
 
 impl Drop for SensorState {
@@ -80,7 +76,6 @@ impl Drop for SensorState {
             t.abort();
         }
         self.running_gauge.dec();
-        self.ctx.actors.remove_if(&self.id, |_, a| a.get_id() == self.actor_id);
     }
 }
 
@@ -115,7 +110,7 @@ impl Actor for SensorActor {
 
     async fn pre_start(
         &self,
-        myself: ActorRef<SensorMsg>,
+        _myself: ActorRef<SensorMsg>,
         args: SensorArgs,
     ) -> Result<SensorState, ActorProcessingErr> {
         if args.ctx.registry.seq(&args.id).is_none() {
@@ -134,7 +129,6 @@ impl Actor for SensorActor {
             timer: None,
             running_gauge,
             generated,
-            actor_id: myself.get_id(),
         })
     }
 
@@ -143,7 +137,6 @@ impl Actor for SensorActor {
         let next = state.ctx.registry.seq(&state.id).unwrap_or(0) + 1;
         let first_due = state.ctx.real_start + state.due_offset(next);
         let interval = state.interval;
-        state.ctx.actors.insert(state.id.clone(), myself.clone());
         state.entry.attach(myself.get_cell());
         let mailbox = state.entry.mailbox.clone();
         state.timer = Some(tokio::spawn(async move {
