@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use support::pandaproxy::{Pandaproxy, Value64, BINARY_V2, JSON_V2, KAFKA_V2, ROUTES};
 use support::{wait_until, Victoria};
 use twin_runtime::config::{Config, DEFAULT_TOML};
+use twin_runtime::registry::Registry;
 use twin_runtime::Runtime;
 use twins::Observation;
 
@@ -101,8 +102,8 @@ async fn check_seqs(vm: &Victoria, last: &BTreeMap<String, u64>, exactly_once: b
     }
 }
 
-fn final_seqs(rt: &Runtime) -> BTreeMap<String, u64> {
-    let r = rt.registry();
+/// Read after `shutdown` (which stops every twin first), or a twin may emit once more.
+fn final_seqs(r: &Registry) -> BTreeMap<String, u64> {
     r.ids().into_iter().map(|id| (id.clone(), r.seq(&id).unwrap_or(0))).collect()
 }
 
@@ -227,13 +228,13 @@ async fn nothing_is_lost_when_the_proxy_or_victoria_restarts_mid_run() {
     assert_eq!(proxy.committed(GROUP), proxy.log_ends());
 }
 
-/// The highest seq of a sensor in the proxy's logs.
 /// Stop the runtime (it flushes), read the rest of the topics into VictoriaMetrics, and check
 /// that every sensor's observations up to the last one produced are there (exactly once,
 /// or at least once).
 async fn stop_drain_and_check(rt: Runtime, proxy: &Pandaproxy, vm: &Victoria, exactly_once: bool) {
-    let last = final_seqs(&rt);
+    let registry = rt.registry().clone();
     let report = rt.shutdown().await;
+    let last = final_seqs(&registry);
     assert!(report.flushed, "{report:?}");
     drain(proxy, &vm.url()).await;
     let last: BTreeMap<String, u64> =
@@ -241,6 +242,7 @@ async fn stop_drain_and_check(rt: Runtime, proxy: &Pandaproxy, vm: &Victoria, ex
     check_seqs(vm, &last, exactly_once).await;
 }
 
+/// The highest seq of a sensor in the proxy's logs.
 fn produced_max(proxy: &Pandaproxy, id: &str) -> u64 {
     support::pandaproxy::TOPICS
         .iter()
@@ -323,8 +325,9 @@ async fn per_record_errors_of_the_proxy_are_counted_as_failed() {
     assert!(cfg.sensors.iter().any(|s| s.id == "aq-fdf-01"));
     let rt = Runtime::start(cfg).await.unwrap_or_else(|e| panic!("{e}"));
     run_until_each_sensor_has(&rt, 5).await;
-    let last = final_seqs(&rt);
+    let registry = rt.registry().clone();
     let report = rt.shutdown().await;
+    let last = final_seqs(&registry);
     assert!(report.flushed, "{report:?}");
     let s = &report.sinks[0];
     let refused = produced_max(&proxy, "aq-fdf-01");
