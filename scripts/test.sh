@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests run for real: Mosquitto (plain and TLS brokers) and its clients.
-packages=(mosquitto mosquitto-clients chromium prometheus victoria-metrics)
+# Debian packages the tests run for real: Mosquitto (plain and TLS brokers) and its clients,
+# Chromium (the web page), promtool, VictoriaMetrics (InfluxDB v2 write API); and `protoc`,
+# which the `pulsar` crate's build runs.
+packages=(mosquitto mosquitto-clients chromium prometheus victoria-metrics protobuf-compiler)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
