@@ -9,10 +9,13 @@
 //! - [`config`]: the TOML configuration, every problem reported at once.
 //! - [`registry`]: twin states that readers see without messaging actors (dashmap).
 //! - [`sensor`]: the sensor actor and the district supervisors above it.
-//! - [`sinks`]: one actor per broker behind a bounded, counted queue; MQTT for now.
+//! - [`sinks`]: one actor per broker behind a bounded, counted queue (MQTT, NGSI-LD,
+//!   SensorThings, InfluxDB, Redpanda, Pulsar).
 //! - [`consumer`]: actors reading observations back from a broker into a sink, at least
 //!   once (the Redpanda consumer group writing to InfluxDB).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`distributor`]: one actor per Pulsar topic republishing to other sinks, acknowledging
+//!   to Pulsar once every target accepted a message.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the inspection API and page.
 //! - [`metrics`]: the Prometheus metrics (`simulator_*`).
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
 //! - [`telemetry`]: logging set-up.
@@ -21,6 +24,7 @@ pub mod actors;
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod distributor;
 pub mod http;
 pub mod metrics;
 pub mod registry;

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub publish_latency: HistogramVec,
     pub actor_restarts: IntCounterVec,
     pub twins_running: IntGauge,
+    pub distributor_messages: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -64,7 +65,7 @@ impl Metrics {
             &["kind"],
         );
         // Every kind has a series from the start, so the first restart is an increase.
-        for kind in ["sensor", "sink", "supervisor"] {
+        for kind in ["sensor", "sink", "consumer", "supervisor"] {
             actor_restarts.with_label_values(&[kind]);
         }
         Metrics {
@@ -104,6 +105,13 @@ impl Metrics {
                 "simulator_sink_connected",
                 "1 when a sink is connected to its broker",
                 &["sink"],
+            ),
+            distributor_messages: counter(
+                &r,
+                "simulator_distributor_messages_total",
+                "Messages of the Pulsar distributor by topic and outcome: received, decoded, dead_lettered, \
+                 acked (every target accepted it), redelivery_requested (negative ack)",
+                &["topic", "outcome"],
             ),
             actor_restarts,
             publish_latency,

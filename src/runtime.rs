@@ -4,12 +4,14 @@
 //! root (one-for-one)
 //! ├── sinks (one-for-one)         one actor per broker: MqttSink ...
 //! ├── consumers (one-for-one)     with [redpanda_consumer]: the Redpanda consumer
+//! ├── distributor (one-for-one)   with [pulsar_distributor]: one consumer per Pulsar topic
 //! └── twins (one-for-one)
 //!     ├── district Fort-de-France  (one-for-one) sensor actors ...
 //!     └── district ...
 //! ```
-//! Shutdown: the twins supervisor is stopped first (no new observations), then the sinks
-//! get up to `runtime.shutdown_grace` to deliver what they hold, then the rest stops.
+//! Shutdown: the twins supervisor is stopped first (no new observations), then the
+//! consumers and the distributor finish what they hold, then the sinks get up to
+//! `runtime.shutdown_grace` to deliver what they hold, then the rest stops.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +30,7 @@ use twins::{SensorSpec, SimClock};
 use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::{Config, HttpSinkCommon, SupervisionConfig};
 use crate::consumer::{ConsumerArgs, ConsumerHandle, RedpandaConsumer};
+use crate::distributor::{short_topic, DistributorArgs, DistributorHandle, PulsarTopicConsumer};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -37,6 +40,7 @@ use crate::sinks::batch::{BatchService, BatchSink, BatchSinkArgs};
 use crate::sinks::influxdb::InfluxDbService;
 use crate::sinks::mqtt::{MqttSink, MqttSinkArgs};
 use crate::sinks::ngsild::NgsiLdService;
+use crate::sinks::pulsar::PulsarService;
 use crate::sinks::redpanda::RedpandaService;
 use crate::sinks::sensorthings::SensorThingsService;
 use crate::sinks::{SinkHandle, SinkSet, SinkSnapshot};
@@ -128,6 +132,8 @@ pub struct SupervisionTree {
     pub sinks: SupervisorStats,
     /// Present in the tree only with a `[redpanda_consumer]`.
     pub consumers: SupervisorStats,
+    /// Present in the tree only with a `[pulsar_distributor]`.
+    pub distributor: SupervisorStats,
     pub twins: TwinsTree,
 }
 
@@ -146,6 +152,7 @@ pub struct Runtime {
     registry: Arc<Registry>,
     sinks: SinkSet,
     consumer: Option<Arc<ConsumerHandle>>,
+    distributor: Vec<Arc<DistributorHandle>>,
     tree: SupervisionTree,
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
@@ -255,13 +262,18 @@ impl Runtime {
             let cfg = c.clone();
             builder.add_batch("redpanda", &c.common, Arc::new(move || RedpandaService::new(&cfg)));
         }
-        // `consumer_only` InfluxDB sinks take no sensor observations, only a consumer's.
-        for c in config.sinks.influxdb.iter().filter(|c| c.consumer_only) {
-            if let Some(h) = builder.handles.iter().find(|h| h.name == c.common.name) {
+        for c in &config.sinks.pulsar {
+            let cfg = c.clone();
+            builder.add_batch("pulsar", &c.common, Arc::new(move || PulsarService::new(&cfg)));
+        }
+        // (more request/response sink kinds are added here, each with `builder.add_batch`)
+        // `consumer_only` sinks take no sensor observations, only a consumer's or the
+        // distributor's.
+        for name in config.sinks.consumer_only() {
+            if let Some(h) = builder.handles.iter().find(|h| h.name == name) {
                 h.set_offer_to_sensors(false);
             }
         }
-        // (more request/response sink kinds are added here, each with `builder.add_batch`)
         let SinkBuilder { handles, children: sink_children, .. } = builder;
         let sinks = SinkSet::new(handles);
 
@@ -348,6 +360,68 @@ impl Runtime {
                 stats: stats.clone(),
             }));
         }
+        // The distributor: one consumer actor per Pulsar topic, after the sinks it writes to.
+        let distributor_stats = SupervisorStats::default();
+        let mut distributor = Vec::new();
+        let mut distributor_sup = None;
+        if let Some(d) = &config.pulsar_distributor {
+            let mut targets = Vec::new();
+            for t in &d.targets {
+                let h = sinks.get(t).cloned().ok_or_else(|| {
+                    StartError::Spawn(format!("pulsar_distributor.targets: no sink named \"{t}\""))
+                })?;
+                let room = d.max_in_flight * d.topics.len();
+                if h.capacity() < room {
+                    tracing::warn!(
+                        sink = %t, queue_capacity = h.capacity(), needed = room,
+                        "a distributor target's queue is smaller than max_in_flight x topics: \
+                         a slow target will drop (then Pulsar redelivers) instead of making messages wait"
+                    );
+                }
+                targets.push(h);
+            }
+            let entry = dir.add(ActorEntry::new(
+                "root/distributor".into(),
+                "distributor".into(),
+                ActorKind::Supervisor,
+                Some("root".into()),
+                Some(root_stats.clone()),
+                Some(distributor_stats.clone()),
+                Arc::default(),
+            ));
+            let shared = Arc::new(d.clone());
+            let mut children = Vec::new();
+            for topic in &d.topics {
+                let handle = DistributorHandle::new(topic, shared.clone(), targets.clone(), &metrics);
+                let name = short_topic(topic).to_string();
+                let child_entry = dir.add(ActorEntry::new(
+                    format!("root/distributor/{name}"),
+                    name.clone(),
+                    ActorKind::Consumer,
+                    Some("root/distributor".into()),
+                    Some(distributor_stats.clone()),
+                    None,
+                    Arc::default(),
+                ));
+                distributor.push(handle.clone());
+                children.push(ChildSpec::new(name, "consumer", Restart::Permanent, move |sup| {
+                    let args = DistributorArgs { handle: handle.clone(), entry: child_entry.clone() };
+                    async move {
+                        let (actor, _) = Actor::spawn_linked(None, PulsarTopicConsumer, args, sup).await?;
+                        Ok(actor.get_cell())
+                    }
+                }));
+            }
+            let spec = spec_of("distributor");
+            let stats = distributor_stats.clone();
+            let observer = observer.clone();
+            distributor_sup = Some(supervisor_child(entry, move || SupervisorArgs {
+                spec: spec.clone(),
+                children: children.clone(),
+                observer: Some(observer.clone()),
+                stats: stats.clone(),
+            }));
+        }
         let (twins_sup, twins_tree) =
             twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
         let directory = Arc::new(dir);
@@ -357,7 +431,10 @@ impl Runtime {
             Supervisor,
             SupervisorArgs {
                 spec: spec_of("root"),
-                children: [Some(sinks_sup), consumers_sup, Some(twins_sup)].into_iter().flatten().collect(),
+                children: [Some(sinks_sup), consumers_sup, distributor_sup, Some(twins_sup)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
                 observer: Some(observer),
                 stats: root_stats.clone(),
             },
@@ -378,8 +455,13 @@ impl Runtime {
             }
         });
 
-        let tree =
-            SupervisionTree { root: root_stats, sinks: sinks_stats, consumers: consumers_stats, twins: twins_tree };
+        let tree = SupervisionTree {
+            root: root_stats,
+            sinks: sinks_stats,
+            consumers: consumers_stats,
+            distributor: distributor_stats,
+            twins: twins_tree,
+        };
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
             .map_err(|source| StartError::Http { addr: config.http.listen, source });
@@ -417,6 +499,7 @@ impl Runtime {
             registry,
             sinks,
             consumer,
+            distributor,
             tree,
             root,
             root_done,
@@ -447,6 +530,11 @@ impl Runtime {
     /// The Redpanda consumer, when configured.
     pub fn consumer(&self) -> Option<&Arc<ConsumerHandle>> {
         self.consumer.as_ref()
+    }
+
+    /// The distributor's topic consumers (empty without `[pulsar_distributor]`).
+    pub fn distributor(&self) -> &[Arc<DistributorHandle>] {
+        &self.distributor
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -505,6 +593,27 @@ impl Runtime {
                 .await;
             if let Err(e) = stopped {
                 tracing::warn!(error = %e, "the consumers supervisor did not confirm its stop");
+            }
+        }
+        // The distributor likewise: its messages in hand are accepted by their targets and
+        // acknowledged to Pulsar (or left to Pulsar to redeliver).
+        if !self.distributor.is_empty() {
+            let stops = self.distributor.iter().map(|d| d.stop(grace));
+            let stopped = futures::future::join_all(stops).await;
+            for (d, ok) in self.distributor.iter().zip(stopped) {
+                if !ok {
+                    tracing::warn!(topic = %d.topic, "the distributor did not stop within the grace period");
+                }
+            }
+            let stopped = self
+                .root
+                .call(
+                    |reply| SupervisorMsg::TerminateChild("distributor".into(), Some(reply)),
+                    Some(Duration::from_secs(15)),
+                )
+                .await;
+            if let Err(e) = stopped {
+                tracing::warn!(error = %e, "the distributor supervisor did not confirm its stop");
             }
         }
         let deadline = tokio::time::Instant::now() + grace;

@@ -10,6 +10,7 @@
 //! - [`sensorthings`]: the OGC SensorThings API sink (FROST, django-ogc-sensorthings).
 //! - [`redpanda`]: the Redpanda producer through its HTTP Proxy (Pandaproxy): one topic per
 //!   sensor type, records keyed by sensor id, per-record errors counted.
+//! - [`pulsar`]: the Pulsar producer: one topic per sensor type, messages keyed by sensor id.
 //!
 //! Adding a broker kind means one more module with an actor whose `Msg` is [`SinkMsg`]
 //! and whose arguments include its [`SinkHandle`]; sensors and the runtime do not change.
@@ -18,6 +19,7 @@ pub mod batch;
 pub mod influxdb;
 pub mod mqtt;
 pub mod ngsild;
+pub mod pulsar;
 pub mod queue;
 pub mod redpanda;
 pub mod sensorthings;
