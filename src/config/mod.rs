@@ -1190,8 +1190,12 @@ mod tests {
         assert!(c.sinks.mqtt[2].tls);
         assert_eq!(
             c.sinks.names(),
-            ["emqx", "mosquitto", "bunkerm", "orion", "stellio", "frost", "influxdb", "redpanda"]
+            ["emqx", "mosquitto", "bunkerm", "orion", "stellio", "frost", "influxdb", "redpanda", "pulsar"]
         );
+        assert_eq!(c.sinks.consumer_only(), ["orion", "stellio", "influxdb"]);
+        let d = c.pulsar_distributor.as_ref().expect("the distributor");
+        assert_eq!(d.targets, ["orion", "stellio"]);
+        assert_eq!(d.topics.len(), 6);
         assert!(c.sinks.influxdb[0].common.consumer_only, "InfluxDB is fed by the consumer, as in the seed");
         assert_eq!(c.redpanda_consumer.as_ref().map(|r| r.sink.as_str()), Some("influxdb"));
         assert_eq!(c.sensors.len(), 10 + 500 + 200);
