@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -60,6 +61,21 @@ impl IntoResponse for ApiError {
             body["error"]["param"] = Value::String(p);
         }
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// The one path parameter of a route, as text; a path that cannot be decoded (bad percent
+/// encoding, not UTF-8) is a JSON 400 naming it, like every other API error.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(p)) => Ok(PathParam(p)),
+            Err(e) => Err(ApiError::bad_param("path", format!("{}: {}", parts.uri.path(), e.body_text()))),
+        }
     }
 }
 
@@ -157,7 +173,7 @@ pub async fn actors(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<
 }
 
 /// `GET /api/v1/actors/{path}`
-pub async fn actor(State(s): State<AppState>, Path(path): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn actor(State(s): State<AppState>, PathParam(path): PathParam) -> Result<Json<Value>, ApiError> {
     let path = path.trim_matches('/');
     let entry = s
         .directory
@@ -273,7 +289,7 @@ pub async fn twins(State(s): State<AppState>, RawQuery(q): RawQuery) -> Result<J
 }
 
 /// `GET /api/v1/twins/{id}`
-pub async fn twin(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn twin(State(s): State<AppState>, PathParam(id): PathParam) -> Result<Json<Value>, ApiError> {
     let view = s.registry.view(&id).ok_or_else(|| ApiError::not_found(format!("no twin with id \"{id}\"")))?;
     Ok(Json(json!(twin_detail(&s, view))))
 }

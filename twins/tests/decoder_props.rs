@@ -1,0 +1,115 @@
+//! Property tests of the observation decoder, the one function that reads payloads coming
+//! back from brokers (the Pulsar distributor, the Redpanda consumer): whatever the bytes, it
+//! returns an observation or an error naming what is wrong and where (a JSON path), and
+//! never panics. Valid observations survive an encode/decode round trip unchanged.
+
+use chrono::{TimeZone, Utc};
+use proptest::prelude::*;
+use twins::{DecodeError, GeoPoint, Observation, SensorKind};
+
+fn kind() -> impl Strategy<Value = SensorKind> {
+    prop::sample::select(SensorKind::ALL.to_vec())
+}
+
+prop_compose! {
+    fn observation()(
+        kind in kind(),
+        id in "[a-zA-Z0-9][a-zA-Z0-9_.:é-]{0,40}",
+        seq in 1u64..u64::MAX,
+        secs in 0i64..4_102_444_800,
+        millis in 0u32..1000,
+        lat in -90.0f64..=90.0,
+        lon in -180.0f64..=180.0,
+        district in "[\\PC]{0,30}",
+        raw in prop::collection::vec(-1.0e12f64..1.0e12, 8),
+    ) -> Observation {
+        let n = kind.quantities().len();
+        Observation {
+            sensor_id: id,
+            kind,
+            seq,
+            observed_at: Utc.timestamp_opt(secs, millis * 1_000_000).single().expect("in range"),
+            location: GeoPoint { lat, lon },
+            district,
+            values: raw.into_iter().take(n).collect(),
+        }
+    }
+}
+
+/// An error names where the problem is (a JSON path) or says the document is not JSON.
+fn assert_names_the_place(e: &DecodeError) {
+    let msg = e.to_string();
+    assert!(!msg.is_empty());
+    assert!(msg.starts_with('$') || msg.starts_with("invalid observation JSON"), "{msg}");
+}
+
+proptest! {
+    // No regression files written into the source tree: a failure prints its minimal input.
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn valid_observations_round_trip(obs in observation()) {
+        let bytes = obs.to_mqtt_json();
+        let back = Observation::from_mqtt_json(&bytes).map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&bytes))))?;
+        prop_assert_eq!(back, obs);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        if let Err(e) = Observation::from_mqtt_json(&bytes) {
+            assert_names_the_place(&e);
+        }
+    }
+
+    /// Valid payloads cut short, with bytes flipped, or with a byte inserted.
+    #[test]
+    fn damaged_payloads_are_refused_with_a_reason(
+        obs in observation(),
+        cut in any::<prop::sample::Index>(),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        insert in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    ) {
+        let mut bytes = obs.to_mqtt_json();
+        for (at, b) in flips {
+            let i = at.index(bytes.len());
+            bytes[i] = b;
+        }
+        if let Some((at, b)) = insert {
+            let i = at.index(bytes.len());
+            bytes.insert(i, b);
+        }
+        let keep = cut.index(bytes.len() + 1);
+        bytes.truncate(keep.max(1));
+        match Observation::from_mqtt_json(&bytes) {
+            Ok(o) => prop_assert!(o.seq >= 1 && !o.sensor_id.is_empty()),
+            Err(e) => assert_names_the_place(&e),
+        }
+    }
+
+    /// Well-formed JSON of the wrong shape: every field replaced by another JSON value.
+    #[test]
+    fn wrong_shapes_name_the_field(
+        obs in observation(),
+        field in prop::sample::select(vec!["id", "type", "seq", "observedAt", "district", "location", "values", "units"]),
+        replacement in prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::Bool),
+            any::<i64>().prop_map(|n| serde_json::json!(n)),
+            "[\\PC]{0,12}".prop_map(serde_json::Value::String),
+            Just(serde_json::json!([])),
+            Just(serde_json::json!({"x": 1})),
+        ],
+    ) {
+        let mut doc: serde_json::Value = serde_json::from_slice(&obs.to_mqtt_json()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        doc[field] = replacement;
+        let bytes = serde_json::to_vec(&doc).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match Observation::from_mqtt_json(&bytes) {
+            Ok(_) => {}
+            Err(e) => {
+                assert_names_the_place(&e);
+                let msg = e.to_string();
+                prop_assert!(msg.contains(field) || msg.starts_with("$.type") || msg.starts_with("$.values") || msg.starts_with("$.units"), "{}: {}", field, msg);
+            }
+        }
+    }
+}
