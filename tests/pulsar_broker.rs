@@ -15,7 +15,7 @@ use prost::Message as _;
 use pulsar::consumer::InitialPosition as RustInitialPosition;
 use pulsar::message::proto::{
     self, base_command::Type, command_ack::AckType, command_subscribe::InitialPosition, command_subscribe::SubType,
-    KeySharedMode, KeySharedMeta, MessageIdData, MessageMetadata, ServerError, SingleMessageMetadata,
+    KeySharedMeta, KeySharedMode, MessageIdData, MessageMetadata, ServerError, SingleMessageMetadata,
 };
 use pulsar::{Consumer, ConsumerOptions, Pulsar, TokioExecutor};
 use support::pulsar::frame::{self, base, crc32c, decode_frame, encode_command, encode_payload_command};
@@ -120,11 +120,14 @@ fn batches_split_into_keyed_messages() {
         .collect();
     let data = frame::encode_batch(&msgs);
     let parsed = frame::parse_batch(3, &data).unwrap();
-    assert_eq!(parsed.iter().map(|(m, p)| (m.partition_key.clone().unwrap(), p.clone())).collect::<Vec<_>>(), vec![
-        ("k0".to_string(), b"v0".to_vec()),
-        ("k1".to_string(), b"v1".to_vec()),
-        ("k2".to_string(), b"v2".to_vec())
-    ]);
+    assert_eq!(
+        parsed.iter().map(|(m, p)| (m.partition_key.clone().unwrap(), p.clone())).collect::<Vec<_>>(),
+        vec![
+            ("k0".to_string(), b"v0".to_vec()),
+            ("k1".to_string(), b"v1".to_vec()),
+            ("k2".to_string(), b"v2".to_vec())
+        ]
+    );
     let mut state = BrokerState::default();
     let meta = MessageMetadata {
         producer_name: "p".into(),
@@ -196,7 +199,9 @@ fn exclusive_dispatch_follows_permits_and_acks_move_the_cursor() {
     let d: Vec<u64> = s.dispatch(T).iter().map(|d| d.entry_id).collect();
     assert_eq!(d, [0, 1]);
     // A second exclusive consumer is refused.
-    assert!(sub(&mut s, key(2, 1), "other", SubType::Exclusive, InitialPosition::Earliest).unwrap_err().contains("ConsumerBusy"));
+    assert!(sub(&mut s, key(2, 1), "other", SubType::Exclusive, InitialPosition::Earliest)
+        .unwrap_err()
+        .contains("ConsumerBusy"));
     s.ack(c, AckType::Individual, &[id(&s, 1)]).unwrap();
     assert_eq!((s.acked(T, "s"), s.backlog(T, "s")), (1, 2));
     s.ack(c, AckType::Cumulative, &[id(&s, 0)]).unwrap();
@@ -258,6 +263,29 @@ fn shared_round_robin_and_redeliver_request() {
 }
 
 #[test]
+fn failover_sends_everything_to_the_first_consumer_by_priority_and_name() {
+    let mut s = BrokerState::default();
+    let (b, a) = (key(1, 1), key(2, 1));
+    s.subscribe(b, T, "s", SubType::Failover, "b", 0, InitialPosition::Earliest, None).unwrap();
+    s.subscribe(a, T, "s", SubType::Failover, "a", 0, InitialPosition::Earliest, None).unwrap();
+    assert_eq!(
+        s.subscribe(key(3, 1), T, "s", SubType::Shared, "c", 0, InitialPosition::Earliest, None).unwrap_err().0,
+        ServerError::ConsumerBusy
+    );
+    s.flow(a, 10);
+    s.flow(b, 10);
+    for i in 0..3 {
+        append_keyed(&mut s, "k", i);
+    }
+    assert!(s.dispatch(T).iter().all(|d| d.consumer == a), "'a' sorts first");
+    // 'a' goes: its unacked entries fail over to 'b'.
+    s.remove_consumer(a);
+    let d = s.dispatch(T);
+    assert_eq!(d.len(), 3);
+    assert!(d.iter().all(|d| d.consumer == b && d.redelivery_count == 1));
+}
+
+#[test]
 fn key_shared_keeps_each_key_on_one_consumer_and_in_order() {
     let mut s = BrokerState::default();
     let (a, b) = (key(1, 1), key(2, 1));
@@ -281,8 +309,12 @@ fn key_shared_keeps_each_key_on_one_consumer_and_in_order() {
     let used: BTreeSet<ConsumerKey> = owner.values().copied().collect();
     assert_eq!(used.len(), 2, "20 keys over two halves of the hash space use both consumers");
     // b leaves with everything unacked: its keys go to a, after a's own, in log order.
-    s.ack(a, AckType::Individual, &d.iter().filter(|x| x.consumer == a).map(|x| id(&s, x.entry_id)).collect::<Vec<_>>())
-        .unwrap();
+    s.ack(
+        a,
+        AckType::Individual,
+        &d.iter().filter(|x| x.consumer == a).map(|x| id(&s, x.entry_id)).collect::<Vec<_>>(),
+    )
+    .unwrap();
     s.remove_consumer(b);
     let again = s.dispatch(T);
     assert!(again.iter().all(|x| x.consumer == a && x.redelivery_count == 1));
@@ -330,7 +362,8 @@ fn sticky_key_shared_uses_declared_ranges() {
     };
     let (a, b) = (key(1, 1), key(1, 2));
     s.subscribe(a, T, "s", SubType::KeyShared, "a", 0, InitialPosition::Earliest, Some(&meta(0, 32767))).unwrap();
-    let overlap = s.subscribe(b, T, "s", SubType::KeyShared, "b", 0, InitialPosition::Earliest, Some(&meta(30000, 65535)));
+    let overlap =
+        s.subscribe(b, T, "s", SubType::KeyShared, "b", 0, InitialPosition::Earliest, Some(&meta(30000, 65535)));
     assert_eq!(overlap.unwrap_err().0, ServerError::ConsumerAssignError);
     s.subscribe(b, T, "s", SubType::KeyShared, "b", 0, InitialPosition::Earliest, Some(&meta(32768, 65535))).unwrap();
     s.flow(a, 100);
@@ -379,7 +412,13 @@ async fn rust_client(broker: &PulsarBroker) -> Client {
         .unwrap_or_else(|e| panic!("pulsar crate: connect to {}: {e}", broker.url()))
 }
 
-async fn rust_consumer(client: &Client, topic: &str, sub: &str, t: SubType, name: &str) -> Consumer<String, TokioExecutor> {
+async fn rust_consumer(
+    client: &Client,
+    topic: &str,
+    sub: &str,
+    t: SubType,
+    name: &str,
+) -> Consumer<String, TokioExecutor> {
     client
         .consumer()
         .with_topic(topic)
@@ -481,7 +520,9 @@ async fn rust_crate_produces_and_consumes_with_key_shared_and_shared_subscriptio
     let out: Received = Arc::default();
     let mut readers = Vec::new();
     for t in topics {
-        for (sub, ty, names) in [("twin-keyed", SubType::KeyShared, ["ks-a", "ks-b"]), ("twin-shared", SubType::Shared, ["sh-a", "sh-b"])] {
+        for (sub, ty, names) in
+            [("twin-keyed", SubType::KeyShared, ["ks-a", "ks-b"]), ("twin-shared", SubType::Shared, ["sh-a", "sh-b"])]
+        {
             for name in names {
                 let c = rust_consumer(&client, t, sub, ty, name).await;
                 readers.push(read_all(c, name, out.clone()));
@@ -522,7 +563,8 @@ async fn rust_crate_produces_and_consumes_with_key_shared_and_shared_subscriptio
     ok(wait_until(&format!("{total} deliveries"), DEADLINE, || received(&out).len() >= total).await);
     for t in topics {
         for sub in ["twin-keyed", "twin-shared"] {
-            ok(wait_until(&format!("backlog of {sub} on {t} to reach 0"), DEADLINE, || broker.backlog(t, sub) == 0).await);
+            ok(wait_until(&format!("backlog of {sub} on {t} to reach 0"), DEADLINE, || broker.backlog(t, sub) == 0)
+                .await);
             assert_eq!(broker.acked(t, sub), N);
         }
     }
@@ -573,7 +615,10 @@ async fn rust_crate_consumer_that_leaves_unacked_gets_its_messages_redelivered()
     let mut first = rust_consumer(&client, topic, "twin-redeliver", SubType::Shared, "first").await;
     let mut taken = Vec::new();
     while taken.len() < 5 {
-        let msg = tokio::time::timeout(DEADLINE, first.next()).await.expect("first consumer: no message").expect("stream ended");
+        let msg = tokio::time::timeout(DEADLINE, first.next())
+            .await
+            .expect("first consumer: no message")
+            .expect("stream ended");
         let msg = msg.unwrap_or_else(|e| panic!("first consumer: {e}"));
         if taken.len() < 2 {
             first.ack(&msg).await.unwrap_or_else(|e| panic!("ack: {e}"));
@@ -611,7 +656,8 @@ async fn rust_crate_reconnects_after_dropped_connections_and_a_broker_restart() 
     let out: Received = Arc::default();
     let consumer = rust_consumer(&client, topic, "twin-resume", SubType::Exclusive, "resume").await;
     let reader = read_all(consumer, "resume", out.clone());
-    let mut producer = client.producer().with_topic(topic).with_name("parking").build().await.unwrap_or_else(|e| panic!("{e}"));
+    let mut producer =
+        client.producer().with_topic(topic).with_name("parking").build().await.unwrap_or_else(|e| panic!("{e}"));
     let messages = keyed(30, 3);
     for (seq, (k, p)) in messages.iter().enumerate().take(10) {
         rust_send(&mut producer, k, p, seq).await;
@@ -642,4 +688,343 @@ async fn rust_crate_reconnects_after_dropped_connections_and_a_broker_restart() 
     assert_eq!(got, want.into_iter().collect::<BTreeSet<_>>());
     assert_key_order(&received(&out));
     reader.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Apache's client (pulsar-client from PyPI, C++ inside) against the broker
+
+fn pulsar_venv() -> PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    match std::env::var_os("TWINRT_PULSAR_VENV") {
+        Some(p) => root.join(p),
+        None => root.join("target/pulsar-client-venv"),
+    }
+}
+
+/// Runs tests/support/pulsar_client_check.py with `args` (in a blocking thread, killed after
+/// the deadline) and parses its JSON output.
+async fn python_check(args: &[&str]) -> serde_json::Value {
+    let python = pulsar_venv().join("bin/python");
+    assert!(
+        python.exists(),
+        "Apache's pulsar-client is not installed: run scripts/pulsar-client-venv.sh (or scripts/test.sh) (no {})",
+        python.display()
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/pulsar_client_check.py");
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(&script).args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    let pid = child.id();
+    let what = format!("pulsar_client_check.py {}", args.join(" "));
+    let run = tokio::task::spawn_blocking(move || child.wait_with_output());
+    let output = match tokio::time::timeout(Duration::from_secs(60), run).await {
+        Ok(joined) => joined.expect("join").unwrap_or_else(|e| panic!("{what}: {e}")),
+        Err(_) => {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("{what}: still running after 60 s (killed)");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{what}: {}\nstdout: {stdout}\nstderr: {stderr}", output.status);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what}: output is not JSON ({e}): {stdout}\nstderr: {stderr}"))
+}
+
+fn json_str<'a>(v: &'a serde_json::Value, field: &str) -> &'a str {
+    v[field].as_str().unwrap_or_else(|| panic!("no string {field} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apache_python_client_produces_batches_and_consumes_key_shared_and_exclusive() {
+    let broker = ok(PulsarBroker::start().await);
+    let url = broker.url();
+    let topic = "persistent://public/default/smartcity-weather";
+    const N: usize = 60;
+
+    let produced = python_check(&["produce", &url, topic, &N.to_string(), "5"]).await;
+    let sent = produced["sent"].as_array().expect("sent list");
+    assert_eq!(sent.len(), N);
+
+    // Stored: each message with its key, in order, batches kept as entries.
+    let stored = broker.messages(topic);
+    assert_eq!(stored.len(), N);
+    for (i, (m, s)) in stored.iter().zip(sent).enumerate() {
+        assert_eq!(m.key.as_deref(), Some(json_str(s, "key")));
+        assert_eq!(m.text(), json_str(s, "payload"));
+        assert_eq!(m.property("seq"), Some(i.to_string().as_str()));
+        assert_eq!(m.property("origin"), Some("python"));
+        assert_eq!(m.producer_name, "python-producer");
+        // The id the client got in its send callback is the stored one.
+        let id = &s["message_id"];
+        assert_eq!((id["ledger"].as_u64(), id["entry"].as_u64()), (Some(m.ledger_id), Some(m.entry_id)), "{i}");
+        assert_eq!(id["batch_index"].as_i64(), Some(m.batch_index.map(i64::from).unwrap_or(-1)), "{i}");
+    }
+    let entries: BTreeSet<u64> = stored.iter().map(|m| m.entry_id).collect();
+    assert!(entries.len() < N, "the C++ client batched: {} entries for {N} messages", entries.len());
+    assert!(stored.iter().all(|m| m.batch_index.is_some()), "batched messages carry their index");
+    assert!(stored.windows(2).all(|w| (w[0].entry_id, w[0].batch_index) < (w[1].entry_id, w[1].batch_index)));
+
+    for (sub, ty) in [("py-keyed", "KeyShared"), ("py-exclusive", "Exclusive")] {
+        let got = python_check(&["consume", &url, topic, sub, ty, &N.to_string()]).await;
+        let got = got["received"].as_array().expect("received list");
+        let payloads: Vec<&str> = got.iter().map(|g| json_str(g, "payload")).collect();
+        let want: Vec<&str> = sent.iter().map(|s| json_str(s, "payload")).collect();
+        assert_eq!(payloads, want, "{sub}: one consumer gets everything in order");
+        for g in got {
+            assert_eq!(json_str(g, "payload").split(':').next(), Some(json_str(g, "key")));
+            assert_eq!(g["properties"]["origin"], "python");
+            assert_eq!(g["redelivery_count"], 0);
+        }
+        ok(wait_until(&format!("{sub}: backlog 0"), DEADLINE, || broker.backlog(topic, sub) == 0).await);
+        assert_eq!(broker.acked(topic, sub), N);
+        ok(wait_until(&format!("{sub}: consumer closed"), DEADLINE, || broker.consumers(topic, sub) == 0).await);
+    }
+    let refused: Vec<String> = broker.events().into_iter().filter(|e| e.contains("ERROR")).collect();
+    assert!(refused.is_empty(), "the broker refused something the C++ client sent: {refused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_crate_and_apache_client_read_each_others_messages() {
+    let broker = ok(PulsarBroker::start().await);
+    let url = broker.url();
+
+    // Rust -> Python: the C++ client verifies the CRC32C the broker writes.
+    let to_py = "persistent://public/default/cross-rust-to-python";
+    let client = rust_client(&broker).await;
+    let mut producer =
+        client.producer().with_topic(to_py).with_name("rust-side").build().await.unwrap_or_else(|e| panic!("{e}"));
+    let messages = keyed(6, 3);
+    for (seq, (k, p)) in messages.iter().enumerate() {
+        rust_send(&mut producer, k, p, seq).await;
+    }
+    let got = python_check(&["consume", &url, to_py, "from-rust", "Exclusive", "6"]).await;
+    let got = got["received"].as_array().expect("received list");
+    for (g, (k, p)) in got.iter().zip(&messages) {
+        assert_eq!((json_str(g, "key"), json_str(g, "payload")), (k.as_str(), p.as_str()));
+        assert_eq!(g["properties"]["origin"], "rust");
+    }
+    assert_eq!(got.len(), 6);
+    ok(wait_until("from-rust: backlog 0", DEADLINE, || broker.backlog(to_py, "from-rust") == 0).await);
+
+    // Python (batched) -> Rust: the crate verifies the checksum and splits the batches.
+    let to_rust = "cross-python-to-rust";
+    let out: Received = Arc::default();
+    let consumer = rust_consumer(&client, to_rust, "from-python", SubType::Exclusive, "rust-reader").await;
+    let reader = read_all(consumer, "rust-reader", out.clone());
+    let produced = python_check(&["produce", &url, to_rust, "12", "4"]).await;
+    ok(wait_until("12 messages from Python", DEADLINE, || received(&out).len() >= 12).await);
+    let got = received(&out);
+    let sent = produced["sent"].as_array().expect("sent list");
+    assert_eq!(got.len(), 12);
+    for (g, s) in got.iter().zip(sent) {
+        assert_eq!((g.key.as_deref(), g.payload.as_str()), (Some(json_str(s, "key")), json_str(s, "payload")));
+        assert_eq!(g.properties.get("origin").map(String::as_str), Some("python"));
+    }
+    ok(wait_until("from-python: backlog 0", DEADLINE, || broker.backlog(to_rust, "from-python") == 0).await);
+    // A message injected by the test (no client) reaches the Python client too.
+    broker.publish(to_py, Some("injected"), b"not json \xff");
+    let got = python_check(&["consume", &url, to_py, "from-rust", "Exclusive", "1"]).await;
+    assert_eq!(got["received"][0]["key"], "injected");
+    assert_eq!(got["received"][0]["payload"], "not json \u{fffd}");
+    reader.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw TCP client: refused frames, unsupported commands, keepalive
+
+struct Raw {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn open(broker: &PulsarBroker) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", broker.port())).await.unwrap_or_else(|e| panic!("connect: {e}"));
+        Raw { stream, buf: Vec::new() }
+    }
+
+    /// Opens a connection and does the CONNECT / CONNECTED exchange.
+    async fn connected(broker: &PulsarBroker) -> Raw {
+        let mut raw = Raw::open(broker).await;
+        let mut c = base(Type::Connect);
+        c.connect = Some(proto::CommandConnect {
+            client_version: "raw-test".into(),
+            protocol_version: Some(15),
+            ..Default::default()
+        });
+        raw.send(&encode_command(&c)).await;
+        let f = raw.recv().await.expect("CONNECTED");
+        let connected = f.command.connected.clone().unwrap_or_else(|| panic!("not CONNECTED: {:?}", f.command));
+        assert_eq!(connected.protocol_version, Some(15), "the lower of the two versions");
+        assert_eq!(connected.max_message_size, Some(5 * 1024 * 1024));
+        raw
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap_or_else(|e| panic!("write: {e}"));
+    }
+
+    /// The next frame, `None` when the broker closed the connection.
+    async fn recv(&mut self) -> Option<frame::Frame> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some((f, used)) = decode_frame(&self.buf).unwrap_or_else(|e| panic!("broker sent a bad frame: {e}"))
+            {
+                self.buf.drain(..used);
+                return Some(f);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .expect("timed out waiting for a frame")
+                .unwrap_or(0);
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next frame that is not a PING from the broker.
+    async fn answer(&mut self) -> frame::Frame {
+        loop {
+            let f = self.recv().await.expect("connection closed");
+            if f.command.r#type != Type::Ping as i32 {
+                return f;
+            }
+        }
+    }
+}
+
+fn send_frame(producer_id: u64, sequence_id: u64, payload: &[u8]) -> Vec<u8> {
+    let meta = MessageMetadata {
+        producer_name: "raw".into(),
+        sequence_id,
+        publish_time: 1_700_000_000_000,
+        partition_key: Some("raw-key".into()),
+        ..Default::default()
+    };
+    let mut c = base(Type::Send);
+    c.send = Some(proto::CommandSend { producer_id, sequence_id, num_messages: Some(1), ..Default::default() });
+    encode_payload_command(&c, &meta.encode_to_vec(), payload)
+}
+
+fn error_of(f: &frame::Frame) -> (u64, ServerError, String) {
+    let e = f.command.error.clone().unwrap_or_else(|| panic!("not an ERROR: {:?}", f.command));
+    (e.request_id, ServerError::try_from(e.error).expect("a ServerError"), e.message)
+}
+
+#[tokio::test]
+async fn raw_client_bad_checksum_is_refused_and_unsupported_commands_get_an_error() {
+    let broker = ok(PulsarBroker::start().await);
+    let topic = "raw-topic";
+    let mut raw = Raw::connected(&broker).await;
+
+    let mut lookup = base(Type::Lookup);
+    lookup.lookup_topic = Some(proto::CommandLookupTopic { topic: topic.into(), request_id: 1, ..Default::default() });
+    raw.send(&encode_command(&lookup)).await;
+    let r = raw.answer().await.command.lookup_topic_response.expect("LOOKUP_RESPONSE");
+    assert_eq!(
+        (r.request_id, r.broker_service_url.as_deref(), r.authoritative),
+        (1, Some(broker.url().as_str()), Some(true))
+    );
+    let mut pm = base(Type::PartitionedMetadata);
+    pm.partition_metadata =
+        Some(proto::CommandPartitionedTopicMetadata { topic: topic.into(), request_id: 2, ..Default::default() });
+    raw.send(&encode_command(&pm)).await;
+    assert_eq!(raw.answer().await.command.partition_metadata_response.expect("response").partitions, Some(0));
+
+    let mut p = base(Type::Producer);
+    p.producer =
+        Some(proto::CommandProducer { topic: topic.into(), producer_id: 7, request_id: 3, ..Default::default() });
+    raw.send(&encode_command(&p)).await;
+    let ps = raw.answer().await.command.producer_success.expect("PRODUCER_SUCCESS");
+    assert_eq!(ps.request_id, 3);
+    assert!(ps.producer_name.starts_with("standalone-0-"), "{}", ps.producer_name);
+
+    // Wrong checksum: SEND_ERROR ChecksumError, nothing stored, the connection stays.
+    let mut bad = send_frame(7, 0, b"corrupted");
+    let last = bad.len() - 1;
+    bad[last] ^= 0x20;
+    raw.send(&bad).await;
+    let e = raw.answer().await.command.send_error.expect("SEND_ERROR");
+    assert_eq!((e.producer_id, e.sequence_id, e.error), (7, 0, ServerError::ChecksumError as i32));
+    assert!(broker.messages(topic).is_empty());
+    // The right checksum: stored, receipt with the message id.
+    raw.send(&send_frame(7, 1, b"intact")).await;
+    let r = raw.answer().await.command.send_receipt.expect("SEND_RECEIPT");
+    let stored = broker.messages(topic);
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].text(), stored[0].key.as_deref()), ("intact".to_string(), Some("raw-key")));
+    let id = r.message_id.expect("message id");
+    assert_eq!((r.sequence_id, id.ledger_id, id.entry_id), (1, stored[0].ledger_id, 0));
+
+    // Unsupported and unknown commands: an ERROR naming them.
+    let mut seek = base(Type::Seek);
+    seek.seek = Some(proto::CommandSeek { consumer_id: 1, request_id: 9, ..Default::default() });
+    raw.send(&encode_command(&seek)).await;
+    let (rid, code, msg) = error_of(&raw.answer().await);
+    assert_eq!((rid, code), (9, ServerError::NotAllowedError));
+    assert!(msg.contains("SEEK"), "{msg}");
+    let unknown = proto::BaseCommand { r#type: 99, ..Default::default() };
+    raw.send(&encode_command(&unknown)).await;
+    let (_, _, msg) = error_of(&raw.answer().await);
+    assert!(msg.contains("type 99"), "{msg}");
+    // Still alive: PING -> PONG.
+    raw.send(&encode_command(&ping())).await;
+    assert_eq!(raw.answer().await.command.r#type, Type::Pong as i32);
+
+    // A frame that cannot be parsed: an ERROR, then the connection closes; the broker lives.
+    let mut garbage = 12u32.to_be_bytes().to_vec();
+    garbage.extend_from_slice(&200u32.to_be_bytes());
+    garbage.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    raw.send(&garbage).await;
+    let (_, _, msg) = error_of(&raw.answer().await);
+    assert!(msg.contains("commandSize"), "{msg}");
+    assert!(raw.recv().await.is_none(), "closed after a bad frame");
+    ok(wait_until("the producer to go with its connection", DEADLINE, || broker.producers(topic) == 0).await);
+
+    // A command before CONNECT: an ERROR and the connection closes.
+    let mut early = Raw::open(&broker).await;
+    early.send(&encode_command(&lookup)).await;
+    let (rid, _, msg) = error_of(&early.answer().await);
+    assert_eq!(rid, 1);
+    assert!(msg.contains("before CONNECT"), "{msg}");
+    assert!(early.recv().await.is_none());
+
+    // The broker still serves.
+    let mut again = Raw::connected(&broker).await;
+    again.send(&encode_command(&ping())).await;
+    assert_eq!(again.answer().await.command.r#type, Type::Pong as i32);
+    let events = broker.events();
+    assert!(events.iter().any(|e| e.contains("ChecksumError")), "{events:?}");
+}
+
+#[tokio::test]
+async fn broker_pings_and_closes_silent_connections() {
+    let interval = Duration::from_millis(200);
+    let broker = ok(PulsarBroker::start_with(PulsarOptions { ping_interval: interval }).await);
+    // A client that answers the broker's PINGs stays connected.
+    let mut live = Raw::connected(&broker).await;
+    let mut silent = Raw::connected(&broker).await;
+    let start = std::time::Instant::now();
+    let mut pings = 0;
+    while start.elapsed() < interval * 5 {
+        let f = live.recv().await.expect("the answering client stays connected");
+        assert_eq!(f.command.r#type, Type::Ping as i32);
+        pings += 1;
+        let mut pong = base(Type::Pong);
+        pong.pong = Some(proto::CommandPong {});
+        live.send(&encode_command(&pong)).await;
+    }
+    assert!(pings >= 3, "{pings} pings");
+    // The silent one was pinged, then closed.
+    let mut silent_pings = 0;
+    while let Some(f) = silent.recv().await {
+        assert_eq!(f.command.r#type, Type::Ping as i32);
+        silent_pings += 1;
+    }
+    assert!(silent_pings >= 1);
+    assert!(broker.events().iter().any(|e| e.contains("keepalive timeout")));
 }

@@ -46,7 +46,8 @@ def produce(url, topic, count, keys, batch):
 
     def callback(i):
         def done(res, mid):
-            results[i] = {"result": str(res), "message_id": msg_id(mid) if mid is not None else None}
+            ok = res == pulsar.Result.Ok
+            results[i] = {"ok": ok, "result": str(res), "message_id": msg_id(mid) if ok else None}
 
         return done
 
@@ -61,7 +62,7 @@ def produce(url, topic, count, keys, batch):
     producer.close()
     c.close()
     for i, r in enumerate(results):
-        if r is None or r["result"] != "Ok":
+        if r is None or not r["ok"]:
             sys.stderr.write("send %d failed: %r\n" % (i, r))
             sys.exit(1)
         sent[i]["message_id"] = r["message_id"]

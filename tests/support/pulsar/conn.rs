@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ::pulsar::message::proto::{
-    self, base_command::Type, command_ack::AckType, command_lookup_topic_response, command_partitioned_topic_metadata_response,
-    command_subscribe::InitialPosition, command_subscribe::SubType, BaseCommand, MessageIdData, ServerError,
+    self, base_command::Type, command_ack::AckType, command_lookup_topic_response,
+    command_partitioned_topic_metadata_response, command_subscribe::InitialPosition, command_subscribe::SubType,
+    BaseCommand, MessageIdData, ServerError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -316,9 +317,13 @@ impl Handler {
                     self.refuse(inner, s.request_id, ServerError::NotAllowedError, &msg);
                     return Flow::Continue;
                 };
-                let initial = s.initial_position.and_then(|p| InitialPosition::try_from(p).ok()).unwrap_or(InitialPosition::Latest);
+                let initial = s
+                    .initial_position
+                    .and_then(|p| InitialPosition::try_from(p).ok())
+                    .unwrap_or(InitialPosition::Latest);
                 let key = ConsumerKey { conn: self.conn, consumer_id: s.consumer_id };
-                let name = s.consumer_name.clone().unwrap_or_else(|| format!("consumer-{}-{}", self.conn, s.consumer_id));
+                let name =
+                    s.consumer_name.clone().unwrap_or_else(|| format!("consumer-{}-{}", self.conn, s.consumer_id));
                 let res = inner.state.subscribe(
                     key,
                     &topic,

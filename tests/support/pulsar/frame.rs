@@ -10,8 +10,8 @@
 //!
 //! All integers are big-endian; `totalSize` does not count itself.
 
-use prost::Message as _;
 use ::pulsar::message::proto::{base_command::Type, BaseCommand, SingleMessageMetadata};
+use prost::Message as _;
 
 pub const MAGIC: u16 = 0x0e01;
 /// Pulsar's default `maxMessageSize` (5 MiB), announced in CONNECTED.
@@ -93,8 +93,8 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, String> {
     if command_size > total - 4 {
         return Err(format!("commandSize {command_size} exceeds the frame's {} remaining bytes", total - 4));
     }
-    let command = BaseCommand::decode(&frame[4..4 + command_size])
-        .map_err(|e| format!("BaseCommand does not decode: {e}"))?;
+    let command =
+        BaseCommand::decode(&frame[4..4 + command_size]).map_err(|e| format!("BaseCommand does not decode: {e}"))?;
     let rest = &frame[4 + command_size..];
     let payload = if rest.is_empty() { None } else { Some(decode_payload(rest)?) };
     Ok(Some((Frame { command, payload }, 4 + total)))

@@ -81,7 +81,9 @@ impl PulsarBroker {
     }
 
     pub async fn start_with(options: PulsarOptions) -> Result<PulsarBroker, String> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| format!("pulsar test broker: bind 127.0.0.1:0: {e}"))?;
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .map_err(|e| format!("pulsar test broker: bind 127.0.0.1:0: {e}"))?;
         let port = listener.local_addr().map_err(|e| format!("pulsar test broker: local_addr: {e}"))?.port();
         let mut broker = PulsarBroker {
             inner: Arc::new(Mutex::new(Inner::default())),

@@ -19,11 +19,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use prost::Message as _;
 use ::pulsar::message::proto::{
-    command_ack::AckType, command_subscribe::InitialPosition, command_subscribe::SubType, KeySharedMode, KeySharedMeta,
+    command_ack::AckType, command_subscribe::InitialPosition, command_subscribe::SubType, KeySharedMeta, KeySharedMode,
     MessageIdData, MessageMetadata, ServerError,
 };
+use prost::Message as _;
 
 use super::frame::parse_batch;
 
@@ -358,7 +358,10 @@ impl Subscription {
 
     /// The consumer receiving everything for Exclusive / Failover.
     fn active_consumer(&self) -> Option<ConsumerKey> {
-        self.consumers.iter().min_by(|a, b| (a.priority, &a.name, a.key).cmp(&(b.priority, &b.name, b.key))).map(|c| c.key)
+        self.consumers
+            .iter()
+            .min_by(|a, b| (a.priority, &a.name, a.key).cmp(&(b.priority, &b.name, b.key)))
+            .map(|c| c.key)
     }
 
     /// Unacked messages (a batch counts its messages) of `entries`.
@@ -410,9 +413,7 @@ impl Subscription {
                 },
                 SubType::Shared => {
                     let n = self.consumers.len();
-                    let found = (0..n)
-                        .map(|i| (self.round_robin + i) % n)
-                        .find(|&i| self.consumers[i].permits > 0);
+                    let found = (0..n).map(|i| (self.round_robin + i) % n).find(|&i| self.consumers[i].permits > 0);
                     match found {
                         Some(i) => {
                             self.round_robin = (i + 1) % n;
@@ -476,7 +477,10 @@ impl BrokerState {
             if p.topic == topic && name.is_none_or(|n| n == p.name) {
                 return Ok(p.name.clone()); // the same PRODUCER again (a client retry)
             }
-            return refuse(ServerError::ProducerBusy, format!("producer id {producer_id} is already used on this connection"));
+            return refuse(
+                ServerError::ProducerBusy,
+                format!("producer id {producer_id} is already used on this connection"),
+            );
         }
         let name = match name {
             Some(n) if !n.is_empty() => n.to_string(),
@@ -599,9 +603,14 @@ impl BrokerState {
             if t == topic && s == subscription {
                 return Ok(()); // the same SUBSCRIBE again (a client retry)
             }
-            return refuse(ServerError::ConsumerBusy, format!("consumer id {} is already used on this connection", key.consumer_id));
+            return refuse(
+                ServerError::ConsumerBusy,
+                format!("consumer id {} is already used on this connection", key.consumer_id),
+            );
         }
-        let mode = key_shared.and_then(|m| KeySharedMode::try_from(m.key_shared_mode).ok()).unwrap_or(KeySharedMode::AutoSplit);
+        let mode = key_shared
+            .and_then(|m| KeySharedMode::try_from(m.key_shared_mode).ok())
+            .unwrap_or(KeySharedMode::AutoSplit);
         let ranges: Vec<(u32, u32)> = key_shared
             .map(|m| m.hash_ranges.iter().map(|r| (r.start.max(0) as u32, r.end.max(0) as u32)).collect())
             .unwrap_or_default();
@@ -619,19 +628,30 @@ impl BrokerState {
                 );
             }
             if sub_type == SubType::Exclusive {
-                return refuse(ServerError::ConsumerBusy, format!("Exclusive consumer is already connected to {subscription}"));
+                return refuse(
+                    ServerError::ConsumerBusy,
+                    format!("Exclusive consumer is already connected to {subscription}"),
+                );
             }
             if sub_type == SubType::KeyShared && sub.key_shared_mode != mode {
-                return refuse(ServerError::ConsumerAssignError, "Key_Shared mode differs from the connected consumers'");
+                return refuse(
+                    ServerError::ConsumerAssignError,
+                    "Key_Shared mode differs from the connected consumers'",
+                );
             }
         }
         if sub_type == SubType::KeyShared && mode == KeySharedMode::Sticky {
             if ranges.is_empty() {
-                return refuse(ServerError::ConsumerAssignError, "a STICKY Key_Shared consumer must declare hash ranges");
+                return refuse(
+                    ServerError::ConsumerAssignError,
+                    "a STICKY Key_Shared consumer must declare hash ranges",
+                );
             }
-            let overlaps = sub.consumers.iter().flat_map(|c| c.ranges.iter()).any(|(s, e)| {
-                ranges.iter().any(|(rs, re)| rs <= e && s <= re)
-            });
+            let overlaps = sub
+                .consumers
+                .iter()
+                .flat_map(|c| c.ranges.iter())
+                .any(|(s, e)| ranges.iter().any(|(rs, re)| rs <= e && s <= re));
             if overlaps {
                 return refuse(ServerError::ConsumerAssignError, "hash ranges overlap another consumer's");
             }
@@ -680,7 +700,10 @@ impl BrokerState {
         match ack_type {
             AckType::Cumulative => {
                 if matches!(s.sub_type, SubType::Shared | SubType::KeyShared) {
-                    return refuse(ServerError::NotAllowedError, "cumulative ack is not allowed on a Shared or Key_Shared subscription");
+                    return refuse(
+                        ServerError::NotAllowedError,
+                        "cumulative ack is not allowed on a Shared or Key_Shared subscription",
+                    );
                 }
                 if let Some(max) = valid.map(|id| id.entry_id).max() {
                     s.ack_cumulative(max);
@@ -765,7 +788,8 @@ impl BrokerState {
         let mut out = Vec::new();
         for s in t.subscriptions.values_mut() {
             for (consumer, entry_id, redelivery_count) in s.dispatch(&t.entries) {
-                let consumer_name = s.consumers.iter().find(|c| c.key == consumer).map(|c| c.name.clone()).unwrap_or_default();
+                let consumer_name =
+                    s.consumers.iter().find(|c| c.key == consumer).map(|c| c.name.clone()).unwrap_or_default();
                 out.push(Delivery {
                     consumer,
                     consumer_name,
@@ -799,7 +823,10 @@ impl BrokerState {
     }
 
     pub fn messages(&self, topic: &str) -> Vec<StoredMessage> {
-        self.topics.get(topic).map(|t| t.entries.iter().flat_map(|e| e.messages.iter().cloned()).collect()).unwrap_or_default()
+        self.topics
+            .get(topic)
+            .map(|t| t.entries.iter().flat_map(|e| e.messages.iter().cloned()).collect())
+            .unwrap_or_default()
     }
 
     fn subscription(&self, topic: &str, sub: &str) -> Option<(&Subscription, &[Entry])> {
