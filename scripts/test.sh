@@ -26,5 +26,6 @@ if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto
 fi
 
 scripts/sensorthings-venv.sh   # the SensorThings test server (Python venv, pinned)
+scripts/pulsar-client-venv.sh  # Apache's Pulsar client for the Pulsar test broker's checks (Python venv, pinned)
 echo "==> cargo test --workspace --locked"
 cargo test --workspace --locked "$@"

@@ -9,6 +9,7 @@
 //! * [`Subscriber`] / [`Publisher`]: rumqttc clients driven by a background task.
 //! * [`TestCa`], [`write_server_certs`]: rcgen 0.13 certificate helpers.
 //! * [`ChildGuard`]: kills a spawned process on drop.
+//! * [`pulsar::PulsarBroker`]: a Pulsar binary-protocol broker (subset) in memory.
 #![allow(dead_code, unused_imports)]
 
 pub mod certs;
@@ -16,6 +17,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod ngsild_server;
 pub mod pandaproxy;
+pub mod pulsar;
 pub mod sensorthings;
 pub mod victoria;
 
