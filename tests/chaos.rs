@@ -156,18 +156,24 @@ async fn a_panic_storm_keeps_every_twin_and_escalates_only_beyond_the_intensity(
         .await
         .unwrap_or_else(|e| panic!("{e}"));
 
-    // 30 rounds, one per simulated second (100 ms real): 10% of the sensors panic.
+    // 30 rounds, one per simulated second (100 ms real): 10% of the sensors panic. A sensor
+    // panicked in an earlier round and not restarted yet is not panicked again (its
+    // mailbox dies with it), so every panic counted is one restart owed.
     let mut panics = 0u64;
+    let mut panicked: std::collections::HashMap<String, ractor::ActorId> = std::collections::HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     for round in 0..30 {
         tick.tick().await;
         let chosen: Vec<String> = ids.choose_multiple(&mut rand::rng(), ids.len() / 10).cloned().collect();
         for id in chosen {
             // A sensor still waiting for its restart is not running: nothing to panic.
-            if let Some(actor) = rt.sensor(&id) {
-                if actor.cast(SensorMsg::Panic(format!("storm round {round}"))).is_ok() {
-                    panics += 1;
-                }
+            let Some(actor) = rt.sensor(&id) else { continue };
+            if panicked.get(&id) == Some(&actor.get_id()) {
+                continue;
+            }
+            if actor.cast(SensorMsg::Panic(format!("storm round {round}"))).is_ok() {
+                panicked.insert(id, actor.get_id());
+                panics += 1;
             }
         }
     }
@@ -204,11 +210,13 @@ async fn a_panic_storm_keeps_every_twin_and_escalates_only_beyond_the_intensity(
     // supervisor restarts it with its sensors, whose twins still carry on.
     let rt = Runtime::start(storm_config(&broker.url(), 3)).await.unwrap_or_else(|e| panic!("{e}"));
     let registry = rt.registry().clone();
+    // Districts go by their name without the article: "Lamentin".
     let lamentin: Vec<String> =
-        registry.ids().into_iter().filter(|id| registry.district(id).as_deref() == Some("Le Lamentin")).collect();
+        registry.ids().into_iter().filter(|id| registry.district(id).as_deref() == Some("Lamentin")).collect();
     wait_until("every sensor to emit", DEADLINE, || lamentin.iter().all(|id| registry.seq(id) >= Some(2)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lamentin.len(), 20);
     let before: BTreeMap<String, u64> = lamentin.iter().map(|id| (id.clone(), registry.seq(id).unwrap_or(0))).collect();
     for id in lamentin.iter().take(5) {
         if let Some(a) = rt.sensor(id) {
@@ -217,14 +225,14 @@ async fn a_panic_storm_keeps_every_twin_and_escalates_only_beyond_the_intensity(
     }
     let twins = rt.supervision().twins.clone();
     wait_until("the district to escalate and be restarted", DEADLINE, || {
-        twins.twins.child("Le Lamentin").is_some_and(|c| c.restarts >= 1)
+        twins.twins.child("Lamentin").is_some_and(|c| c.restarts >= 1)
     })
     .await
     .unwrap_or_else(|e| panic!("{e}: {:?}", twins.twins.snapshot()));
-    let district = twins.districts.get("Le Lamentin").expect("district stats");
+    let district = twins.districts.get("Lamentin").expect("district stats");
     let escalation = district.escalated().expect("the district supervisor escalated");
     assert!(escalation.reason.contains("intensity") || escalation.reason.contains("restart"), "{escalation:?}");
-    let url = format!("http://{}/api/v1/actors/root/twins/Le%20Lamentin", rt.http_addr());
+    let url = format!("http://{}/api/v1/actors/root/twins/Lamentin", rt.http_addr());
     let body: Value = reqwest::get(&url).await.expect("GET").json().await.expect("JSON");
     assert!(body["actor"]["restarts"].as_u64().is_some_and(|r| r >= 1), "{body}");
     assert!(body["actor"]["last_failure"]["reason"].is_string(), "{body}");
@@ -250,11 +258,11 @@ async fn a_stalled_sink_does_not_slow_the_others() {
     });
     let broker = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
     let text = format!(
-        "[runtime]\ninterval = \"20ms\"\nshutdown_grace = \"2s\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+        "[runtime]\ninterval = \"50ms\"\nshutdown_grace = \"2s\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [[sinks.mqtt]]\nname = \"healthy\"\nurl = \"{}\"\nqos = 1\n\
          [[sinks.mqtt]]\nname = \"stalled-mqtt\"\nurl = \"mqtt://{hole_addr}\"\nqueue_capacity = 1000\n\
          [[sinks.ngsild]]\nname = \"stalled-http\"\nurl = \"http://{hole_addr}\"\nqueue_capacity = 1000\nrequest_timeout = \"30s\"\n\
-         [[fleets]]\ntype = \"light\"\ndistrict = \"Fort-de-France\"\ncount = 100\n",
+         [[fleets]]\ntype = \"light\"\ndistrict = \"Fort-de-France\"\ncount = 50\n",
         broker.url()
     );
     let rt = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
@@ -269,14 +277,14 @@ async fn a_stalled_sink_does_not_slow_the_others() {
     .await
     .unwrap_or_else(|e| panic!("{e}: {:?}", stalled.iter().map(|s| s.snapshot()).collect::<Vec<_>>()));
     // Over two seconds with both stalled sinks full (dropping), the healthy one keeps pace
-    // with what the sensors produce (~5,000 observations a second).
+    // with what the sensors produce (~1,000 observations a second).
     let (g0, s0) = (generated(), healthy.stats.sent.get());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (g1, s1, q1) = (generated(), healthy.stats.sent.get(), healthy.queue_len() as u64);
     let produced = g1 - g0;
     let delivered = s1 - s0;
     eprintln!("stalled sinks: {produced} produced, {delivered} delivered by the healthy sink, {q1} queued");
-    assert!(produced >= 2000, "the sensors produced {produced}");
+    assert!(produced >= 1500, "the sensors produced {produced}");
     assert!(delivered * 10 >= produced * 9, "the healthy sink delivered {delivered} of {produced} (< 90%)");
     for s in &stalled {
         let snap = s.snapshot();
