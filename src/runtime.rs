@@ -367,9 +367,10 @@ impl Runtime {
         if let Some(d) = &config.pulsar_distributor {
             let mut targets = Vec::new();
             for t in &d.targets {
-                let h = sinks.get(t).cloned().ok_or_else(|| {
-                    StartError::Spawn(format!("pulsar_distributor.targets: no sink named \"{t}\""))
-                })?;
+                let h = sinks
+                    .get(t)
+                    .cloned()
+                    .ok_or_else(|| StartError::Spawn(format!("pulsar_distributor.targets: no sink named \"{t}\"")))?;
                 let room = d.max_in_flight * d.topics.len();
                 if h.capacity() < room {
                     tracing::warn!(

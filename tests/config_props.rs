@@ -21,7 +21,9 @@ fn check(result: Result<Config, ConfigErrors>) -> Result<(), TestCaseError> {
                 // A problem names its key path, or the environment variable it came from, or
                 // says the document is not TOML at all.
                 prop_assert!(
-                    !p.path.is_empty() || p.origin.as_deref().is_some_and(|o| o.starts_with("env ")) || p.message.starts_with("not valid TOML"),
+                    !p.path.is_empty()
+                        || p.origin.as_deref().is_some_and(|o| o.starts_with("env "))
+                        || p.message.starts_with("not valid TOML"),
                     "{p:?}"
                 );
             }

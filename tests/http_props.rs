@@ -18,7 +18,17 @@ const CASES: usize = 300;
 /// percent-encoded bytes or junk.
 fn query() -> impl Strategy<Value = String> {
     let key = prop::sample::select(vec![
-        "kind", "parent", "offset", "limit", "type", "district", "x", "", "limit[]", "%ff", "offset%00",
+        "kind",
+        "parent",
+        "offset",
+        "limit",
+        "type",
+        "district",
+        "x",
+        "",
+        "limit[]",
+        "%ff",
+        "offset%00",
     ]);
     let value = prop_oneof![
         any::<i64>().prop_map(|n| n.to_string()),
@@ -75,7 +85,8 @@ async fn any_path_and_query_gets_200_400_or_404_with_a_json_error() {
         let body = resp.text().await.unwrap_or_else(|e| panic!("GET {p}: {e}"));
         assert!(matches!(status, 200 | 400 | 404), "GET {p}: {status}: {body}");
         if status != 200 {
-            let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {p}: {status}, not JSON ({e}): {body}"));
+            let v: Value =
+                serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {p}: {status}, not JSON ({e}): {body}"));
             let code = v["error"]["code"].as_str().unwrap_or_default();
             let message = v["error"]["message"].as_str().unwrap_or_default();
             assert!(!code.is_empty() && !message.is_empty(), "GET {p}: {status}: {body}");

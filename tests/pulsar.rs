@@ -180,7 +180,11 @@ async fn sensors_to_pulsar_to_mosquitto_and_ngsild_in_per_sensor_order() {
     assert!(report.flushed, "{report:?}");
     let last = final_seqs(&registry);
     let pulsar = report.sinks.iter().find(|s| s.name == "pulsar").expect("pulsar sink");
-    assert_eq!((pulsar.sent, pulsar.failed, pulsar.dropped, pulsar.retries), (last.values().sum(), 0, 0, 0), "{pulsar:?}");
+    assert_eq!(
+        (pulsar.sent, pulsar.failed, pulsar.dropped, pulsar.retries),
+        (last.values().sum(), 0, 0, 0),
+        "{pulsar:?}"
+    );
     // Exactly once in the topics, in order, keyed by sensor.
     assert_exactly_once_in_order(&seqs_in_pulsar(&broker), &last, "pulsar");
 
@@ -222,12 +226,8 @@ async fn bad_payloads_are_dead_lettered_and_the_rest_flows() {
     wait_until("the backlog to be empty", DEADLINE, || broker.backlog(&traffic, SUBSCRIPTION) == 0)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let snap = rt
-        .distributor()
-        .iter()
-        .find(|d| d.topic == traffic)
-        .map(|d| d.snapshot())
-        .expect("the traffic consumer");
+    let snap =
+        rt.distributor().iter().find(|d| d.topic == traffic).map(|d| d.snapshot()).expect("the traffic consumer");
     assert_eq!((snap.received, snap.decoded, snap.dead_lettered, snap.acked), (4, 2, 2, 2), "{snap:?}");
     assert!(snap.last_error.as_deref().is_some_and(|e| e.contains("not an observation")), "{snap:?}");
     let dlq = format!("{traffic}-{SUBSCRIPTION}-DLQ");
@@ -309,4 +309,107 @@ async fn nothing_is_lost_when_pulsar_or_a_target_stops_mid_run() {
     drain(&broker, &mosquitto.url(), &ngsild.url()).await;
     assert_at_least_once(&seqs_in_mqtt(&sub), &last, "mosquitto");
     assert_at_least_once(&seqs_in_ngsild(&ngsild, &last, &config), &last, "ngsi-ld");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order() {
+    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
+    let ngsild = NgsiLdServer::start().await;
+    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()));
+    let a = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
+    let b = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
+    let noise = pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Noise);
+    wait_until("both runtimes to subscribe", DEADLINE, || broker.consumers(&noise, SUBSCRIPTION) == 2)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // 20 sensors x 15 observations, interleaved, on one topic.
+    let (sensors, per_sensor) = (20u64, 15u64);
+    for seq in 1..=per_sensor {
+        for s in 1..=sensors {
+            let obs = Observation {
+                sensor_id: format!("noise-shared-{s:02}"),
+                kind: SensorKind::Noise,
+                seq,
+                observed_at: chrono::Utc::now(),
+                location: GeoPoint { lat: 14.6, lon: -61.07 },
+                district: "Fort-de-France".into(),
+                values: vec![55.0; SensorKind::Noise.quantities().len()],
+            };
+            broker.publish(&noise, Some(&obs.sensor_id), &obs.to_mqtt_json());
+        }
+    }
+    let total = (sensors * per_sensor) as usize;
+    sub.wait_for_count(total, DEADLINE).await.unwrap_or_else(|e| panic!("{e}"));
+    wait_until("every message acknowledged", DEADLINE, || broker.backlog(&noise, SUBSCRIPTION) == 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let acked = |rt: &Runtime| rt.distributor().iter().map(|d| d.snapshot().acked).sum::<u64>();
+    let (acked_a, acked_b) = (acked(&a), acked(&b));
+    assert_eq!(acked_a + acked_b, total as u64);
+    assert!(acked_a > 0 && acked_b > 0, "both instances take a share: {acked_a} + {acked_b}");
+    let got = seqs_in_mqtt(&sub);
+    for s in 1..=sensors {
+        let id = format!("noise-shared-{s:02}");
+        assert_eq!(got.get(&id), Some(&(1..=per_sensor).collect::<Vec<_>>()), "{id}: once each, in order");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_topic_consumer_is_restarted_and_what_it_held_is_redelivered() {
+    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
+    let ngsild = NgsiLdServer::start().await;
+    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()))
+        .replace("[http]", "[supervision]\nbackoff_min = \"20ms\"\nbackoff_max = \"100ms\"\n[http]");
+    let rt = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
+    let light = pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Light);
+    wait_until("the light consumer to subscribe", DEADLINE, || broker.consumers(&light, SUBSCRIPTION) == 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The context broker is down: messages reach Mosquitto but wait, unacknowledged.
+    ngsild.stop().await;
+    let obs = |seq: u64| Observation {
+        sensor_id: "light-crash-01".into(),
+        kind: SensorKind::Light,
+        seq,
+        observed_at: chrono::Utc::now(),
+        location: GeoPoint { lat: 14.6, lon: -61.07 },
+        district: "Fort-de-France".into(),
+        values: vec![1.0; SensorKind::Light.quantities().len()],
+    };
+    for seq in 1..=10 {
+        broker.publish(&light, Some("light-crash-01"), &obs(seq).to_mqtt_json());
+    }
+    let handle = rt.distributor().iter().find(|d| d.topic == light).expect("light consumer").clone();
+    wait_until("the consumer to hold the ten messages", DEADLINE, || handle.snapshot().in_flight == 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", handle.snapshot()));
+    let entry = rt.directory().get("root/distributor/smartcity-light").expect("directory entry").clone();
+    let actor: ractor::ActorRef<twin_runtime::consumer::ConsumerMsg> = entry.cell().expect("running").into();
+    actor.cast(twin_runtime::consumer::ConsumerMsg::Crash("test".into())).expect("cast");
+    let stats = rt.supervision().distributor.clone();
+    wait_until("the supervisor to restart the consumer", DEADLINE, || {
+        stats.child("smartcity-light").is_some_and(|c| c.restarts == 1)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {:?}", stats.snapshot()));
+    ngsild.restart().await;
+    wait_until("everything acknowledged after the restart", DEADLINE, || broker.backlog(&light, SUBSCRIPTION) == 0)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", handle.snapshot()));
+    let urn = format!("urn:ngsi-ld:{}:light-crash-01", SensorKind::Light.ngsi_ld_type());
+    let stored: Vec<u64> = ngsild.upserts(&urn).into_iter().filter_map(|u| u.seq).collect();
+    let mut uniq = stored.clone();
+    uniq.sort_unstable();
+    uniq.dedup();
+    assert_eq!(uniq, (1..=10).collect::<Vec<_>>(), "every message reached the context broker: {stored:?}");
+    let at_mqtt = seqs_in_mqtt(&sub).remove("light-crash-01").unwrap_or_default();
+    assert!(at_mqtt.len() >= 10, "redelivered to Mosquitto too (at least once): {at_mqtt:?}");
+    assert!(handle.snapshot().sessions >= 2, "{:?}", handle.snapshot());
+    rt.shutdown().await;
 }

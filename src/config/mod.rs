@@ -456,8 +456,7 @@ fn set_in_value(v: &mut toml::Value, parts: &[String], value: toml::Value, path:
     }
 }
 
-const TOP_KEYS: &[&str] =
-    &[
+const TOP_KEYS: &[&str] = &[
     "runtime",
     "log",
     "http",
@@ -705,7 +704,17 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     sensors.extend(fleet_sensors);
 
     r.finish(root, TOP_KEYS);
-    Some(Config { runtime, log, http, supervision, embedded_broker, sinks, redpanda_consumer, pulsar_distributor, sensors })
+    Some(Config {
+        runtime,
+        log,
+        http,
+        supervision,
+        embedded_broker,
+        sinks,
+        redpanda_consumer,
+        pulsar_distributor,
+        sensors,
+    })
 }
 
 /// The NGSI-LD core context (v1.8), the default `context` of NGSI-LD sinks.

@@ -133,8 +133,9 @@ pub fn check_pulsar_topic(topic: &str) -> Result<(), String> {
         return Err(bad());
     }
     let parts: Vec<&str> = rest.split('/').collect();
-    let name_ok =
-        |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | ':'));
+    let name_ok = |p: &str| {
+        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '=' | ':'))
+    };
     if parts.len() != 3 || !parts.iter().all(|p| name_ok(p)) {
         return Err(bad());
     }
@@ -232,9 +233,13 @@ pub(super) fn read_distributor(
     let pulsar_sinks: Vec<&str> = sinks.pulsar.iter().map(|p| p.common.name.as_str()).collect();
     for (i, t) in targets.iter().enumerate() {
         if pulsar_sinks.contains(&t.as_str()) {
-            r.problem(format!("{path}.targets[{i}]"), format!("\"{t}\" is a Pulsar sink: republishing to Pulsar would loop"));
+            r.problem(
+                format!("{path}.targets[{i}]"),
+                format!("\"{t}\" is a Pulsar sink: republishing to Pulsar would loop"),
+            );
         } else if !names.contains(&t.as_str()) {
-            let known = if names.is_empty() { "there is none".to_string() } else { format!("known: {}", names.join(", ")) };
+            let known =
+                if names.is_empty() { "there is none".to_string() } else { format!("known: {}", names.join(", ")) };
             r.problem(format!("{path}.targets[{i}]"), format!("no sink named \"{t}\" ({known})"));
         }
     }
@@ -289,7 +294,10 @@ mod tests {
             pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::AirQuality),
             "persistent://public/default/smartcity-airquality"
         );
-        assert_eq!(pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Traffic), "persistent://public/default/smartcity-traffic");
+        assert_eq!(
+            pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Traffic),
+            "persistent://public/default/smartcity-traffic"
+        );
         for k in SensorKind::ALL {
             assert!(check_pulsar_topic(&pulsar_topic(PULSAR_TOPIC_PREFIX, k)).is_ok());
         }
@@ -334,7 +342,8 @@ mod tests {
                     [pulsar_distributor]\nurl = \"pulsar://h\"\ntopics = [\"traffic\"]\nsubscription_type = \"fanout\"\n\
                     targets = [\"p\", \"nope\"]\nmax_in_flight = 0\ninitial_position = \"middle\"\nzzz = 1\n";
         let err = Config::parse(text, "t", &[]).expect_err("must fail");
-        let got: Vec<(String, Option<String>)> = err.problems.iter().map(|p| (p.path.clone(), p.origin.clone())).collect();
+        let got: Vec<(String, Option<String>)> =
+            err.problems.iter().map(|p| (p.path.clone(), p.origin.clone())).collect();
         for (path, line) in [
             ("sinks.pulsar[0].url", "line 3"),
             ("sinks.pulsar[0].topic_prefix", "line 4"),
