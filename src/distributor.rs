@@ -363,7 +363,13 @@ async fn session(h: &DistributorHandle, stop: &mut tokio::sync::watch::Receiver<
                     None => return Err(format!("the consumer of {} ended", h.topic)),
                 };
                 h.count(&h.received, "received");
-                match Observation::from_mqtt_json(&msg.payload.data) {
+                let decoded = match msg.payload.data.len() {
+                    n if n > cfg.max_payload_bytes => {
+                        Err(format!("payload of {n} bytes exceeds max_payload_bytes ({})", cfg.max_payload_bytes))
+                    }
+                    _ => Observation::from_mqtt_json(&msg.payload.data).map_err(|e| format!("not an observation: {e}")),
+                };
+                match decoded {
                     Ok(obs) => {
                         h.count(&h.decoded, "decoded");
                         let id = next_id;
@@ -384,8 +390,7 @@ async fn session(h: &DistributorHandle, stop: &mut tokio::sync::watch::Receiver<
                             (id, settled)
                         }));
                     }
-                    Err(e) => {
-                        let reason = format!("not an observation: {e}");
+                    Err(reason) => {
                         tracing::warn!(topic = %h.topic, id = ?msg.message_id(), %reason, "dead-lettered");
                         dead_letter(h, &client, &mut dead_letters, &msg, &reason).await?;
                         consumer.ack(&msg).await.map_err(|e| format!("ack on {}: {e}", h.topic))?;

@@ -225,6 +225,8 @@ pub struct RedpandaConsumerConfig {
     pub sink: String,
     /// `max_bytes` of a fetch.
     pub fetch_max_bytes: u64,
+    /// A record value longer than this is a bad record (counted and skipped).
+    pub max_payload_bytes: usize,
     /// `timeout` of a fetch (how long the proxy may wait for records).
     pub fetch_timeout: Duration,
     /// How long to wait for the sink to settle a fetched batch before giving up on it
@@ -869,6 +871,7 @@ const REDPANDA_CONSUMER_KEYS: &[&str] = &[
     "poll_interval",
     "sink",
     "fetch_max_bytes",
+    "max_payload_bytes",
     "fetch_timeout",
     "ack_timeout",
     "request_timeout",
@@ -921,6 +924,7 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
     if fetch_max_bytes == 0 {
         r.problem(format!("{path}.fetch_max_bytes"), "must be at least 1");
     }
+    let max_payload_bytes = read_max_payload(r, s);
     let fetch_timeout = r.or(s, "fetch_timeout", Duration::from_secs(1));
     let ack_timeout = r.or(s, "ack_timeout", Duration::from_secs(60));
     if ack_timeout.is_zero() {
@@ -937,10 +941,21 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
         poll_interval,
         sink: sink?,
         fetch_max_bytes,
+        max_payload_bytes,
         fetch_timeout,
         ack_timeout,
         request_timeout,
     })
+}
+
+/// `max_payload_bytes` of a reader (the Redpanda consumer, the distributor): 64 KiB by
+/// default (an observation is ~400 B), between 256 B and 16 MiB.
+fn read_max_payload(r: &mut Reader<'_>, s: &mut Section) -> usize {
+    let v = r.or(s, "max_payload_bytes", 65_536usize);
+    if !(256..=16 << 20).contains(&v) {
+        r.problem(format!("{}.max_payload_bytes", s.path), format!("must be between 256 and 16777216 (got {v})"));
+    }
+    v
 }
 
 /// A Kafka topic (or group) name: 1-249 characters of A-Z a-z 0-9 . _ -, not `.` or `..`.

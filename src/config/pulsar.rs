@@ -6,7 +6,9 @@ use std::time::Duration;
 use twins::SensorKind;
 
 use super::reader::{Reader, Section};
-use super::{read_sink_common, read_token, t_opt_strings, HttpSinkCommon, Secret, SinksConfig, HTTP_KEYS};
+use super::{
+    read_max_payload, read_sink_common, read_token, t_opt_strings, HttpSinkCommon, Secret, SinksConfig, HTTP_KEYS,
+};
 
 /// The seed's topics: `persistent://public/default/smartcity-{type}`, with the type
 /// written without its hyphen (`smartcity-airquality`).
@@ -80,6 +82,8 @@ pub struct PulsarDistributorConfig {
     pub reconnect_max: Duration,
     /// Bound of connecting, subscribing and producing to the dead-letter topic.
     pub operation_timeout: Duration,
+    /// A payload longer than this is dead-lettered without being parsed.
+    pub max_payload_bytes: usize,
 }
 
 impl PulsarDistributorConfig {
@@ -171,6 +175,7 @@ pub(super) const DISTRIBUTOR_KEYS: &[&str] = &[
     "reconnect_min",
     "reconnect_max",
     "operation_timeout",
+    "max_payload_bytes",
 ];
 
 pub(super) fn read_distributor(
@@ -266,6 +271,7 @@ pub(super) fn read_distributor(
     if operation_timeout.is_zero() {
         r.problem(format!("{path}.operation_timeout"), "must be > 0");
     }
+    let max_payload_bytes = read_max_payload(r, s);
     Some(PulsarDistributorConfig {
         url: url?,
         token,
@@ -280,6 +286,7 @@ pub(super) fn read_distributor(
         reconnect_min,
         reconnect_max,
         operation_timeout,
+        max_payload_bytes,
     })
 }
 

@@ -72,6 +72,7 @@ pub struct ProxyClient {
     topics: Vec<String>,
     fetch_timeout: Duration,
     fetch_max_bytes: u64,
+    max_payload_bytes: usize,
     request_timeout: Duration,
 }
 
@@ -96,6 +97,7 @@ impl ProxyClient {
             topics: cfg.topics.clone(),
             fetch_timeout: cfg.fetch_timeout,
             fetch_max_bytes: cfg.fetch_max_bytes,
+            max_payload_bytes: cfg.max_payload_bytes,
             request_timeout: cfg.request_timeout,
         })
     }
@@ -172,7 +174,7 @@ impl ProxyClient {
         );
         let rb = self.client.get(url).header(ACCEPT, BINARY_V2);
         let (_, text) = self.call(rb, self.fetch_timeout + self.request_timeout, "fetch").await?;
-        decode_records(&text).map_err(CallError::Failed)
+        decode_records(&text, self.max_payload_bytes).map_err(CallError::Failed)
     }
 
     /// Commit `(topic, partition, next offset)` for the group.
@@ -197,7 +199,8 @@ impl ProxyClient {
 
 /// Read a fetch answer: the API document's `{"records": [...]}`, or the bare array real
 /// proxies send. Records are read one by one: a bad one never spoils the others.
-pub fn decode_records(text: &str) -> Result<Vec<Fetched>, String> {
+/// A record value longer than `max_payload` bytes (decoded) is a bad record.
+pub fn decode_records(text: &str, max_payload: usize) -> Result<Vec<Fetched>, String> {
     let doc: Value =
         serde_json::from_str(text).map_err(|e| format!("fetch: unreadable answer ({e}): {}", truncated(text)))?;
     let items = match &doc {
@@ -208,10 +211,10 @@ pub fn decode_records(text: &str) -> Result<Vec<Fetched>, String> {
         },
         _ => return Err(format!("fetch: no records array in {}", truncated(text))),
     };
-    Ok(items.iter().map(decode_record).collect())
+    Ok(items.iter().map(|r| decode_record(r, max_payload)).collect())
 }
 
-fn decode_record(r: &Value) -> Fetched {
+fn decode_record(r: &Value, max_payload: usize) -> Fetched {
     let position = match (
         r.get("topic").and_then(Value::as_str),
         r.get("partition").and_then(Value::as_i64),
@@ -222,6 +225,9 @@ fn decode_record(r: &Value) -> Fetched {
     };
     let decoded = match r.get("value") {
         Some(Value::String(v)) => match base64::engine::general_purpose::STANDARD.decode(v.as_bytes()) {
+            Ok(bytes) if bytes.len() > max_payload => {
+                Err(format!("value of {} bytes exceeds max_payload_bytes ({max_payload})", bytes.len()))
+            }
             Ok(bytes) => Observation::from_mqtt_json(&bytes).map_err(|e| e.to_string()),
             Err(e) => Err(format!("value is not base64: {e}")),
         },
@@ -446,8 +452,14 @@ mod tests {
             { "topic": "traffic", "partition": 1 }
         ]})
         .to_string();
-        let recs = decode_records(&text).expect("readable");
+        let recs = decode_records(&text, 65_536).expect("readable");
         assert_eq!(recs.len(), 5);
+        let small = decode_records(&text, 64).expect("readable");
+        assert!(
+            small[0].decoded.as_ref().is_err_and(|e| e.contains("exceeds max_payload_bytes (64)")),
+            "{:?}",
+            small[0]
+        );
         assert_eq!(recs[0].decoded.as_ref().ok(), Some(&obs), "{:?}", recs[0].decoded);
         assert!(recs[1].decoded.as_ref().is_err_and(|e| e.contains("base64")));
         assert!(recs[2].decoded.as_ref().is_err_and(|e| e.contains("JSON")));
@@ -456,7 +468,7 @@ mod tests {
         assert_eq!(next_offsets(&recs), vec![("noise".into(), 0, 10), ("traffic".into(), 1, 3)]);
         // The bare array of real proxies reads the same.
         let arr = serde_json::from_str::<Value>(&text).expect("json")["records"].to_string();
-        assert_eq!(decode_records(&arr).expect("readable").len(), 5);
-        assert!(decode_records("{\"error_code\":40403}").is_err());
+        assert_eq!(decode_records(&arr, 65_536).expect("readable").len(), 5);
+        assert!(decode_records("{\"error_code\":40403}", 65_536).is_err());
     }
 }
