@@ -12,7 +12,8 @@
 //! - [`sinks`]: one actor per broker behind a bounded, counted queue; MQTT for now.
 //! - [`consumer`]: actors reading observations back from a broker into a sink, at least
 //!   once (the Redpanda consumer group writing to InfluxDB).
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the inspection and fault APIs.
+//! - [`faults`]: fault injection (API, scenarios) and what each fault did.
 //! - [`metrics`]: the Prometheus metrics (`simulator_*`).
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
 //! - [`telemetry`]: logging set-up.
@@ -21,6 +22,7 @@ pub mod actors;
 pub mod broker;
 pub mod config;
 pub mod consumer;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod registry;
