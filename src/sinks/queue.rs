@@ -686,6 +686,11 @@ impl SinkHandle {
         lock(&self.queue).len()
     }
 
+    /// What is queued now, front first (for inspection; nothing is taken).
+    pub fn queued(&self) -> Vec<Arc<Envelope>> {
+        lock(&self.queue).iter().cloned().collect()
+    }
+
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n as u64, Ordering::Relaxed);
     }
