@@ -105,6 +105,7 @@ fn main() -> ExitCode {
                 }
             }
             twin_runtime::telemetry::init(&config.log);
+            twin_runtime::faults::quiet_injected_panics();
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {

@@ -442,3 +442,66 @@ async fn block_waits_for_room_then_drops_and_never_holds_the_sensor_for_good() {
     assert!(snap.dropped >= 10, "{snap:?}");
     rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_latency_and_a_sink_error_act_on_their_target_only_and_lose_nothing() {
+    let broker = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
+    let sub = Subscriber::connect(&broker.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let rt = start(&enabled(), &mqtt_sink("mosquitto", &broker.url(), "qos = 1")).await;
+    wait_until("aq-fdf-01 to emit", DEADLINE, || rt.registry().seq("aq-fdf-01").is_some_and(|s| s >= 3))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A stalled sensor waits; the others go on.
+    let stall =
+        post_fault(&rt, json!({"kind": "stall", "target": "/twins/Fort-de-France/aq-fdf-01", "duration": "1s"})).await;
+    let (aq, noise) = (rt.registry().seq("aq-fdf-01").unwrap_or(0), rt.registry().seq("noise-fdf-01").unwrap_or(0));
+    wait_until("10 observations of another sensor", DEADLINE, || {
+        rt.registry().seq("noise-fdf-01").is_some_and(|s| s >= noise + 10)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(rt.registry().seq("aq-fdf-01").unwrap_or(0) <= aq + 3, "the stalled sensor did not step meanwhile");
+    let done = ended(&rt, stall["id"].as_u64().expect("id")).await;
+    assert_eq!(
+        (done["ended_reason"].as_str(), done["effects"]["stalls"].as_u64()),
+        (Some("duration_elapsed"), Some(1))
+    );
+    // It catches up with its schedule afterwards.
+    // Its timer kept ticking: it works through the backlog afterwards, sequence unbroken.
+    wait_until("aq-fdf-01 to catch up", DEADLINE, || rt.registry().seq("aq-fdf-01").is_some_and(|s| s >= aq + 15))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Latency on five sends, then an error in the sink's handler: it restarts.
+    let latency =
+        post_fault(&rt, json!({"kind": "latency", "target": "sink:mosquitto", "delay": "100ms", "count": 5})).await;
+    let done = ended(&rt, latency["id"].as_u64().expect("id")).await;
+    assert_eq!(
+        (done["ended_reason"].as_str(), done["effects"]["latency_added_ms"].as_u64()),
+        (Some("count_reached"), Some(500))
+    );
+    let error = post_fault(&rt, json!({"kind": "error", "target": "sink:mosquitto"})).await;
+    let done = ended(&rt, error["id"].as_u64().expect("id")).await;
+    assert_eq!(done["effects"]["errors"], 1, "{done}");
+    let sink = get_until(&rt, "/api/v1/actors/root/sinks/mqtt:mosquitto", "the sink to restart", |v| {
+        v["actor"]["restarts"] == 1 && v["actor"]["status"] == "running"
+    })
+    .await;
+    assert!(
+        sink["actor"]["last_failure"]["reason"].as_str().is_some_and(|r| r.contains("fault injected into sink")),
+        "{sink}"
+    );
+    let seq = rt.registry().seq("aq-fdf-01").unwrap_or(0);
+    let h = rt.sinks().get("mosquitto").expect("sink").clone();
+    wait_until("the restarted sink to deliver again", DEADLINE, || h.stats.delivered_seq("aq-fdf-01") > Some(seq))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = rt.shutdown().await;
+    let s = &report.sinks[0];
+    assert_eq!((s.lost, s.dropped), (0, 0), "{s:?}");
+    sub.wait_for_count(s.sent as usize, DEADLINE).await.unwrap_or_else(|e| panic!("{e}"));
+    for (id, obs) in &by_sensor(&sub.messages()) {
+        assert_complete(id, obs);
+    }
+}

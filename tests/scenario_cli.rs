@@ -66,6 +66,7 @@ async fn the_sink_outage_scenario_runs_through_the_binary_and_reports_what_happe
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);
     }
+    let _ = child.wait(); // already exited: reap it
     assert!(status.success(), "exit {status:?}\nstdout:\n{stdout}\nstderr:\n{stderr}");
 
     // The printed report.

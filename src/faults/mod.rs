@@ -602,6 +602,24 @@ impl FaultEngine {
     }
 }
 
+/// How every injected panic's message starts (`SensorMsg::Panic`, `SinkMsg::Crash`).
+pub const INJECTED_PANIC: &str = "fault injected into ";
+
+/// Print injected panics as one log line (debug) instead of a message and a backtrace on
+/// stderr each (a chaos run panics thousands of actors); every other panic goes to the
+/// previous hook. Their supervisors log each restart anyway. For the binary.
+pub fn quiet_injected_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied());
+        match msg {
+            Some(m) if m.starts_with(INJECTED_PANIC) => tracing::debug!(panic = m, "injected panic"),
+            _ => previous(info),
+        }
+    }));
+}
+
 /// Send a message to a sink's running actor; false when it has none.
 fn hit_sink(entry: &ActorEntry, msg: SinkMsg) -> bool {
     let Some(cell) = entry.cell() else { return false };
