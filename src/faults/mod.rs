@@ -193,8 +193,12 @@ impl FaultCore {
 /// What a fault resolved to.
 #[derive(Clone)]
 enum Resolved {
-    Sensors(Vec<String>),
-    Sink { handle: Arc<SinkHandle>, entry: Arc<ActorEntry> },
+    /// Shared: a selector may name 100,000 sensors.
+    Sensors(Arc<Vec<String>>),
+    Sink {
+        handle: Arc<SinkHandle>,
+        entry: Arc<ActorEntry>,
+    },
 }
 
 /// One fault, active or past.
@@ -203,9 +207,11 @@ pub struct Fault {
     pub spec: FaultSpec,
     pub created_ms: u64,
     pub ends_at_ms: Option<u64>,
-    /// The targets it reached (for a `ratio:` selector of a repeated fault, the last round's).
-    targets: Mutex<Vec<String>>,
-    resolved: Resolved,
+    /// The first targets it reached and how many (for a `ratio:` selector of a repeated
+    /// fault, the last round's).
+    targets: Mutex<(Vec<String>, usize)>,
+    /// Dropped (emptied) once the fault ended: only the view's targets stay.
+    resolved: Mutex<Resolved>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -232,9 +238,13 @@ pub struct FaultView {
 }
 
 impl Fault {
+    fn set_targets(&self, all: &[String]) {
+        *lock(&self.targets) = (all.iter().take(SHOWN_TARGETS).cloned().collect(), all.len());
+    }
+
     pub fn view(&self) -> FaultView {
         let end = self.core.end();
-        let targets = lock(&self.targets);
+        let (targets, targets_total) = lock(&self.targets).clone();
         FaultView {
             id: self.core.id,
             kind: self.spec.kind,
@@ -245,8 +255,8 @@ impl Fault {
             ends_at_unix_ms: self.ends_at_ms,
             ended_at_unix_ms: end.map(|e| e.1),
             ended_reason: end.map(|e| e.0.as_str()),
-            targets: targets.iter().take(SHOWN_TARGETS).cloned().collect(),
-            targets_total: targets.len(),
+            targets,
+            targets_total,
             effects: self.core.effects.counts(),
         }
     }
@@ -296,12 +306,12 @@ impl FaultEngine {
             if ids.is_empty() {
                 Err(format!("{what} selects no sensor"))
             } else {
-                Ok(Resolved::Sensors(ids))
+                Ok(Resolved::Sensors(Arc::new(ids)))
             }
         };
         match sel {
             Selector::Sensor(id) => match self.registry.seq(id) {
-                Some(_) => Ok(Resolved::Sensors(vec![id.clone()])),
+                Some(_) => Ok(Resolved::Sensors(Arc::new(vec![id.clone()]))),
                 None => Err(format!("no sensor \"{id}\" (see GET /api/v1/twins)")),
             },
             Selector::District(d) => nonempty(self.registry.ids_where(|s| &s.district == d), format!("district:{d}")),
@@ -314,7 +324,7 @@ impl FaultEngine {
                     .get(p)
                     .ok_or_else(|| format!("no actor at path \"{p}\" (see GET /api/v1/actors)"))?;
                 match entry.kind {
-                    ActorKind::Sensor => Ok(Resolved::Sensors(vec![entry.name.clone()])),
+                    ActorKind::Sensor => Ok(Resolved::Sensors(Arc::new(vec![entry.name.clone()]))),
                     ActorKind::Sink => {
                         let name = entry.name.split_once(':').map(|(_, n)| n).unwrap_or(&entry.name);
                         self.sink(name)
@@ -343,7 +353,7 @@ impl FaultEngine {
         let resolved = self.resolve(&spec.selector).map_err(|e| SpecError::new("target", e))?;
         let (sensor_ids, sink) = match &resolved {
             Resolved::Sensors(ids) => (ids.clone(), None),
-            Resolved::Sink { handle, .. } => (Vec::new(), Some(handle.clone())),
+            Resolved::Sink { handle, .. } => (Arc::default(), Some(handle.clone())),
         };
         if spec.kind.is_sink() && sink.is_none() {
             return Err(SpecError::new("target", format!("`{}` applies to a sink", spec.kind.as_str())));
@@ -363,19 +373,19 @@ impl FaultEngine {
             FaultKind::Stall => None,
             _ => spec.duration,
         };
-        let targets = match &sink {
-            Some(h) => vec![format!("sink:{}", h.name)],
-            None => sensor_ids.clone(),
-        };
         let fault = Arc::new(Fault {
             core: core.clone(),
             ends_at_ms: timed.map(|d| created_ms + d.as_millis() as u64),
             created_ms,
-            targets: Mutex::new(targets),
-            resolved: resolved.clone(),
+            targets: Mutex::new((Vec::new(), 0)),
+            resolved: Mutex::new(resolved),
             spec,
             task: Mutex::new(None),
         });
+        match &sink {
+            Some(h) => fault.set_targets(&[format!("sink:{}", h.name)]),
+            None => fault.set_targets(&sensor_ids),
+        }
         // Gates and tables first, so the fault acts from now on.
         match (fault.spec.kind, &sink) {
             (FaultKind::Fail, Some(h)) => {
@@ -448,25 +458,23 @@ impl FaultEngine {
                 let reason = spec.reason.clone().unwrap_or_else(|| "injected".into());
                 let mut round = 0u64;
                 loop {
+                    let first = lock(&f.resolved).clone();
                     let resolved = match (&spec.selector, round) {
-                        (Selector::Ratio(_), 1..) => match self.resolve(&spec.selector) {
-                            Ok(r) => r,
-                            Err(_) => f.resolved.clone(),
-                        },
-                        _ => f.resolved.clone(),
+                        (Selector::Ratio(_), 1..) => self.resolve(&spec.selector).unwrap_or(first),
+                        _ => first,
                     };
                     let msg = format!("fault {} ({}): {reason}", f.core.id, spec.kind.as_str());
                     let counter = if spec.kind == FaultKind::Panic { &effects.panics } else { &effects.errors };
                     match &resolved {
                         Resolved::Sensors(ids) => {
-                            for id in ids {
+                            for id in ids.iter() {
                                 let m = match spec.kind {
                                     FaultKind::Panic => SensorMsg::Panic(msg.clone()),
                                     _ => SensorMsg::Fail(msg.clone()),
                                 };
                                 self.count_hit(self.hit_sensor(id, m), counter, effects);
                             }
-                            *lock(&f.targets) = ids.clone();
+                            f.set_targets(ids);
                         }
                         Resolved::Sink { entry, .. } => {
                             let m = match spec.kind {
@@ -486,10 +494,11 @@ impl FaultEngine {
             FaultKind::Stall => {
                 let d = spec.duration.unwrap_or(Duration::from_secs(1));
                 let n = spec.count.unwrap_or(1);
+                let resolved = lock(&f.resolved).clone();
                 for _ in 0..n {
-                    match &f.resolved {
+                    match &resolved {
                         Resolved::Sensors(ids) => {
-                            for id in ids {
+                            for id in ids.iter() {
                                 self.count_hit(self.hit_sensor(id, SensorMsg::Stall(d)), &effects.stalls, effects);
                             }
                         }
@@ -501,7 +510,7 @@ impl FaultEngine {
                 tokio::time::sleep(d.saturating_mul(n.min(u64::from(u32::MAX)) as u32)).await;
             }
             FaultKind::Disconnect if spec.duration.is_none() => {
-                let Resolved::Sink { handle, .. } = &f.resolved else { return };
+                let Resolved::Sink { handle, .. } = lock(&f.resolved).clone() else { return };
                 let connected = || handle.stats.connected.load(Ordering::Relaxed);
                 for _ in 0..spec.count.unwrap_or(1) {
                     while !connected() {
@@ -555,10 +564,16 @@ impl FaultEngine {
                 t.abort();
             }
         }
-        match &f.resolved {
+        let mut resolved = lock(&f.resolved);
+        match &*resolved {
             Resolved::Sink { handle, .. } => handle.faults.purge(),
-            Resolved::Sensors(ids) if f.spec.kind.is_sensor() => self.sensors.remove(ids, f.core.id),
-            Resolved::Sensors(_) => {}
+            Resolved::Sensors(ids) => {
+                if f.spec.kind.is_sensor() {
+                    self.sensors.remove(ids, f.core.id);
+                }
+                // Keep only the view's targets of an ended fault.
+                *resolved = Resolved::Sensors(Arc::default());
+            }
         }
     }
 
