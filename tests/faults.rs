@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{free_port, wait_until, Mosquitto, MosquittoOptions, Received, Subscriber};
+use support::{free_port, wait_until, Mosquitto, MosquittoOptions, Received, Subscriber, Victoria};
 use twin_runtime::config::{Config, DEFAULT_TOML};
 use twin_runtime::Runtime;
 use twins::{Observation, SensorKind};
@@ -27,10 +27,11 @@ fn config(text: &str) -> Config {
 }
 
 /// The seed's ten sensors every 50 ms, the fault API on (unless `faults` says otherwise),
-/// and `sinks`.
+/// and `sinks`. Simulated time starts in the past: VictoriaMetrics' export leaves out
+/// samples of the last moments.
 async fn start(faults: &str, sinks: &str) -> Runtime {
     let text = format!(
-        "[runtime]\ninterval = \"50ms\"\nshutdown_grace = \"5s\"\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 512\n\
+        "[runtime]\ninterval = \"50ms\"\nshutdown_grace = \"5s\"\nstart = \"2026-06-21T10:00:00Z\"\n[http]\nlisten = \"127.0.0.1:0\"\nmax_body_bytes = 512\n\
          [supervision]\nbackoff_min = \"20ms\"\nbackoff_max = \"200ms\"\n{faults}\n{sinks}\n{}",
         seed_sensors()
     );
@@ -503,5 +504,55 @@ async fn stall_latency_and_a_sink_error_act_on_their_target_only_and_lose_nothin
     sub.wait_for_count(s.sent as usize, DEADLINE).await.unwrap_or_else(|e| panic!("{e}"));
     for (id, obs) in &by_sensor(&sub.messages()) {
         assert_complete(id, obs);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_response_sink_takes_failures_latency_and_a_dropped_connection_without_loss() {
+    let vm = Victoria::start().await.unwrap_or_else(|e| panic!("{e}"));
+    let sink = format!(
+        "[[sinks.influxdb]]\nname = \"influxdb\"\nurl = \"{}\"\nbatch_size = 20\nlinger = \"50ms\"\n\
+         retry_min = \"50ms\"\nretry_max = \"200ms\"\nrequest_timeout = \"2s\"\n",
+        vm.url()
+    );
+    let rt = start(&enabled(), &sink).await;
+    let h = rt.sinks().get("influxdb").expect("sink").clone();
+    wait_until("the sink to deliver", DEADLINE, || h.stats.sent.get() > 20).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let fail =
+        post_fault(&rt, json!({"kind": "fail", "target": "sink:influxdb", "ratio": 0.5, "duration": "1s"})).await;
+    let latency =
+        post_fault(&rt, json!({"kind": "latency", "target": "sink:influxdb", "delay": "50ms", "count": 3})).await;
+    let f = ended(&rt, fail["id"].as_u64().expect("id")).await;
+    assert!(f["effects"]["requests_failed"].as_u64().unwrap_or(0) > 0, "{f}");
+    let l = ended(&rt, latency["id"].as_u64().expect("id")).await;
+    assert_eq!(l["effects"]["latency_added_ms"], 150, "{l}");
+    let drop = post_fault(&rt, json!({"kind": "disconnect", "target": "sink:influxdb"})).await;
+    let d = ended(&rt, drop["id"].as_u64().expect("id")).await;
+    assert_eq!((d["ended_reason"].as_str(), d["effects"]["disconnects"].as_u64()), (Some("count_reached"), Some(1)));
+    let sent = h.stats.sent.get();
+    wait_until("deliveries after the reconnection", DEADLINE, || h.stats.sent.get() > sent + 20)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(h.stats.last_error().is_some_and(|e| e.0.contains("fault")), "{:?}", h.stats.last_error());
+
+    let registry = rt.registry().clone();
+    let report = rt.shutdown().await;
+    assert!(report.flushed, "{report:?}");
+    let s = &report.sinks[0];
+    assert!(s.retries > 0, "{s:?}");
+    assert_eq!((s.lost, s.dropped, s.failed), (0, 0, 0), "{s:?}");
+    // Every observation is in VictoriaMetrics.
+    let all = vm.export(".*_seq").await.unwrap_or_else(|e| panic!("{e}"));
+    for id in registry.ids() {
+        let mut seqs: Vec<u64> = all
+            .iter()
+            .filter(|x| x.labels.get("sensor_id").and_then(|v| v.as_str()) == Some(id.as_str()))
+            .flat_map(|x| x.values.iter().map(|v| *v as u64))
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let last = registry.seq(&id).unwrap_or(0);
+        assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "{id}");
     }
 }
