@@ -15,7 +15,8 @@
 //!   once (the Redpanda consumer group writing to InfluxDB).
 //! - [`distributor`]: one actor per Pulsar topic republishing to other sinks, acknowledging
 //!   to Pulsar once every target accepted a message.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the inspection API and page.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, the inspection and fault APIs, the page.
+//! - [`faults`]: fault injection (API, scenarios) and what each fault did.
 //! - [`metrics`]: the Prometheus metrics (`simulator_*`).
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
 //! - [`telemetry`]: logging set-up.
@@ -25,6 +26,7 @@ pub mod broker;
 pub mod config;
 pub mod consumer;
 pub mod distributor;
+pub mod faults;
 pub mod http;
 pub mod metrics;
 pub mod registry;

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub messages_failed: IntCounterVec,
     pub messages_dropped: IntCounterVec,
     pub messages_retried: IntCounterVec,
+    pub sink_lost: IntCounterVec,
+    pub sink_duplicates: IntCounterVec,
     pub sink_queue_length: IntGaugeVec,
     pub sink_connected: IntGaugeVec,
     pub publish_latency: HistogramVec,
@@ -92,6 +94,19 @@ impl Metrics {
                 &r,
                 "simulator_messages_retried_total",
                 "Messages sent again after a lost connection",
+                &["sink"],
+            ),
+            sink_lost: counter(
+                &r,
+                "simulator_sink_lost_total",
+                "Observations that left a sensor and never reached a sink: gaps in the sequence numbers it \
+                 delivered, including those dropped from its queue",
+                &["sink"],
+            ),
+            sink_duplicates: counter(
+                &r,
+                "simulator_sink_duplicates_total",
+                "Observations a sink delivered more than once (at-least-once delivery)",
                 &["sink"],
             ),
             sink_queue_length: gauge_vec(

@@ -31,6 +31,7 @@ use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::{Config, HttpSinkCommon, SupervisionConfig};
 use crate::consumer::{ConsumerArgs, ConsumerHandle, RedpandaConsumer};
 use crate::distributor::{short_topic, DistributorArgs, DistributorHandle, PulsarTopicConsumer};
+use crate::faults::{EndReason, FaultEngine, SensorFaults};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -157,6 +158,7 @@ pub struct Runtime {
     root: ActorRef<SupervisorMsg>,
     root_done: JoinHandle<()>,
     directory: Arc<Directory>,
+    faults: Arc<FaultEngine>,
     sampler: JoinHandle<()>,
     http_addr: SocketAddr,
     http_stop: tokio::sync::oneshot::Sender<()>,
@@ -274,6 +276,11 @@ impl Runtime {
                 h.set_offer_to_sensors(false);
             }
         }
+        for (name, policy) in config.sinks.overflow_policies() {
+            if let Some(h) = builder.handles.iter().find(|h| h.name == name) {
+                h.set_overflow(policy);
+            }
+        }
         let SinkBuilder { handles, children: sink_children, .. } = builder;
         let sinks = SinkSet::new(handles);
 
@@ -290,12 +297,14 @@ impl Runtime {
             chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now)
         });
         let clock = SimClock::new(start, config.runtime.speed).map_err(|e| StartError::Supervision(e.to_string()))?;
+        let sensor_faults = SensorFaults::new();
         let ctx = SensorContext {
             registry: registry.clone(),
             sinks: sinks.clone(),
             clock,
             real_start: tokio::time::Instant::now(),
             metrics: metrics.clone(),
+            faults: sensor_faults.clone(),
         };
 
         let observer: Arc<dyn SupervisionObserver> = Arc::new(MetricsObserver { metrics: metrics.clone() });
@@ -426,6 +435,7 @@ impl Runtime {
         let (twins_sup, twins_tree) =
             twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
         let directory = Arc::new(dir);
+        let faults = FaultEngine::new(registry.clone(), directory.clone(), sinks.clone(), sensor_faults);
 
         let (root, root_done) = Actor::spawn(
             None,
@@ -481,6 +491,9 @@ impl Runtime {
             sinks: sinks.clone(),
             directory: directory.clone(),
             expected_twins: config.sensors.len(),
+            faults: faults.clone(),
+            faults_token: if config.faults.enabled { config.faults.token.clone() } else { None },
+            max_body_bytes: config.http.max_body_bytes,
         };
         let (http_stop, stop_rx) = tokio::sync::oneshot::channel();
         let http_task = tokio::spawn(http::serve(listener, state, async {
@@ -505,6 +518,7 @@ impl Runtime {
             root,
             root_done,
             directory,
+            faults,
             sampler,
             http_addr,
             http_stop,
@@ -551,6 +565,11 @@ impl Runtime {
         &self.directory
     }
 
+    /// The fault engine (what `/api/v1/faults` and scenarios drive).
+    pub fn faults(&self) -> &Arc<FaultEngine> {
+        &self.faults
+    }
+
     /// The live actor of a sensor, if it is running now.
     pub fn sensor(&self, id: &str) -> Option<ActorRef<SensorMsg>> {
         let district = self.registry.district(id)?;
@@ -571,6 +590,8 @@ impl Runtime {
     /// Stop sensors, let sinks flush for up to the grace period, then stop everything.
     pub async fn shutdown(self) -> ShutdownReport {
         let grace = self.config.runtime.shutdown_grace;
+        // Injected faults end first: a sink held down could not flush.
+        self.faults.end_all(EndReason::RuntimeStopped);
         tracing::info!(grace = ?grace, "shutting down: stopping sensors");
         let stopped = self
             .root

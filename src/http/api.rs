@@ -52,6 +52,11 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into(), param: None }
     }
+
+    /// Any status, with a machine-readable code (a 401 also gets `WWW-Authenticate: Bearer`).
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into(), param: None }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -59,6 +64,9 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": { "code": self.code, "message": self.message } });
         if let Some(p) = self.param {
             body["error"]["param"] = Value::String(p);
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            return (self.status, [(axum::http::header::WWW_AUTHENTICATE, "Bearer")], Json(body)).into_response();
         }
         (self.status, Json(body)).into_response()
     }

@@ -6,6 +6,8 @@
 //!   actor runs; otherwise `503` with the reasons, one per line.
 //! - `/api/v1/...`: the inspection API ([`api`]), documented in `src/http/openapi.json`
 //!   (served at `/api/v1/openapi.json`).
+//! - `/api/v1/faults`: the fault-injection API ([`crate::faults::http`]): 404 unless
+//!   `[faults] enabled`, then every request needs the bearer token.
 //!
 //! Handlers read shared state (metrics, registry, sink handles, the actor directory); the
 //! only message to an actor is a liveness ping bounded by a deadline.
@@ -15,6 +17,7 @@ pub mod page;
 
 use std::future::Future;
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -23,6 +26,8 @@ use axum::Router;
 use std::sync::Arc;
 
 use crate::actors::Directory;
+use crate::config::Secret;
+use crate::faults::FaultEngine;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sinks::SinkSet;
@@ -34,6 +39,11 @@ pub struct AppState {
     pub sinks: SinkSet,
     pub directory: Arc<Directory>,
     pub expected_twins: usize,
+    pub faults: Arc<FaultEngine>,
+    /// The fault API's bearer token; None: the fault API is disabled.
+    pub faults_token: Option<Secret>,
+    /// Largest request body accepted (`http.max_body_bytes`).
+    pub max_body_bytes: usize,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -49,12 +59,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sinks", get(api::sinks))
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/faults", get(crate::faults::http::list).post(crate::faults::http::create))
+        .route("/api/v1/faults/{id}", get(crate::faults::http::get_one).delete(crate::faults::http::delete))
         .route("/", get(page::index))
         .route("/assets/app.js", get(page::app_js))
         .route("/assets/style.css", get(page::style_css))
         .route("/api/v1/geo/outline.geojson", get(page::outline))
         .route("/api/v1/geo/communes.geojson", get(page::communes))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 

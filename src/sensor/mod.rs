@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use twins::SimClock;
 
 use crate::actors::ActorEntry;
+use crate::faults::{SensorFaults, TickFault};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sinks::SinkSet;
@@ -34,6 +35,8 @@ pub struct SensorContext {
     /// Real time at which the schedule starts.
     pub real_start: Instant,
     pub metrics: Metrics,
+    /// Injected faults of what sensors report (`out_of_range`, `silence`).
+    pub faults: Arc<SensorFaults>,
 }
 
 #[derive(Debug)]
@@ -44,6 +47,8 @@ pub enum SensorMsg {
     Panic(String),
     /// Return an error from the handler (fault injection).
     Fail(String),
+    /// Sleep in the handler (fault injection): this actor's mailbox waits, no other actor does.
+    Stall(Duration),
     /// Answer (the inspection API's liveness check).
     Ping(ractor::RpcReplyPort<()>),
 }
@@ -133,8 +138,9 @@ impl Actor for SensorActor {
     }
 
     async fn post_start(&self, myself: ActorRef<SensorMsg>, state: &mut SensorState) -> Result<(), ActorProcessingErr> {
-        // Continue the schedule from the twin's sequence number (a restart resumes it).
-        let next = state.ctx.registry.seq(&state.id).unwrap_or(0) + 1;
+        // Continue the schedule from the twin's sequence number (a restart resumes it),
+        // slid by the intervals an injected `silence` skipped.
+        let next = state.ctx.registry.seq(&state.id).unwrap_or(0) + 1 + state.ctx.faults.slot_shift(&state.id);
         let first_due = state.ctx.real_start + state.due_offset(next);
         let interval = state.interval;
         state.entry.attach(myself.get_cell());
@@ -163,17 +169,30 @@ impl Actor for SensorActor {
         state.entry.mailbox.handled();
         match msg {
             SensorMsg::Tick => {
-                let env = state.ctx.registry.step(&state.id, |n| state.observed_at(n));
+                let fault = state.ctx.faults.on_tick(&state.id);
+                if fault == TickFault::Silence {
+                    // Not stepped: the sequence does not advance, the schedule slides.
+                    state.ctx.faults.skipped(&state.id);
+                    return Ok(());
+                }
+                let shift = state.ctx.faults.slot_shift(&state.id);
+                let env = state.ctx.registry.step(&state.id, |n| state.observed_at(n + shift));
                 match env {
                     Some(env) => {
                         state.generated.inc();
-                        state.ctx.sinks.offer(env);
+                        let env = if fault == TickFault::OutOfRange {
+                            crate::faults::sensors::out_of_range(&env)
+                        } else {
+                            env
+                        };
+                        state.ctx.sinks.offer(env).await;
                     }
                     None => return Err(format!("sensor {}: twin vanished from the registry", state.id).into()),
                 }
             }
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id),
             SensorMsg::Fail(reason) => return Err(format!("fault injected into sensor {}: {reason}", state.id).into()),
+            SensorMsg::Stall(d) => tokio::time::sleep(d).await,
             SensorMsg::Ping(reply) => {
                 let _ = reply.send(());
             }

@@ -13,6 +13,10 @@
 //!   counted as failed; the rest as sent.
 //! - Every call is bounded by `request_timeout`. The batch in flight sits in a ledger that
 //!   the actor gives back to the queue if it dies, so a restart loses nothing.
+//! - Injected faults ([`crate::faults::FaultGate`], in the sink's handle) are consulted
+//!   before each send: an injected failure is a [`SendError::Retriable`] (retried as any),
+//!   latency is waited before sending, a dropped connection rebuilds the service (new
+//!   client, new connections) and health-checks again.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -131,7 +135,14 @@ impl<S: BatchService> Actor for BatchSink<S> {
         args.entry.attach(myself.get_cell());
         let notify = Arc::new(Notify::new());
         let ledger = Arc::new(Mutex::new(Vec::new()));
-        let worker = tokio::spawn(work(service, args.handle.clone(), args.settings, notify.clone(), ledger.clone()));
+        let worker = tokio::spawn(work(
+            service,
+            args.make.clone(),
+            args.handle.clone(),
+            args.settings,
+            notify.clone(),
+            ledger.clone(),
+        ));
         Ok(BatchSinkState { handle: args.handle, notify, ledger, worker, actor_id: myself.get_id() })
     }
 
@@ -162,6 +173,10 @@ impl<S: BatchService> Actor for BatchSink<S> {
                 let _ = reply.send(());
             }
             SinkMsg::Crash(reason) => panic!("fault injected into sink {}: {reason}", state.handle.name),
+            SinkMsg::Fail(reason) => {
+                return Err(format!("fault injected into sink {}: {reason}", state.handle.name).into())
+            }
+            SinkMsg::Stall(d) => tokio::time::sleep(d).await,
         }
         Ok(())
     }
@@ -179,27 +194,78 @@ impl Drop for BatchSinkState {
     }
 }
 
+/// Health-check until the broker answers (and no injected fault holds the connection down).
+async fn connect<S: BatchService>(service: &mut S, handle: &SinkHandle, settings: &BatchSettings) {
+    let stats = &handle.stats;
+    let mut delay = settings.retry_min;
+    loop {
+        if let Some(reason) = handle.faults.held_down() {
+            stats.record_error(format!("healthcheck: {reason}"));
+        } else {
+            match tokio::time::timeout(settings.request_timeout, service.healthcheck()).await {
+                Ok(Ok(())) => {
+                    stats.set_connected(true);
+                    return;
+                }
+                Ok(Err(e)) => stats.record_error(format!("healthcheck: {e}")),
+                Err(_) => stats.record_error(format!("healthcheck: no answer within {:?}", settings.request_timeout)),
+            }
+        }
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(settings.retry_max);
+    }
+}
+
+/// Send a batch once, through the fault gate.
+async fn send_once<S: BatchService>(
+    service: &mut S,
+    handle: &SinkHandle,
+    settings: &BatchSettings,
+    batch: &[Arc<Envelope>],
+) -> Result<BatchOutcome, SendError> {
+    if let Some(v) = handle.faults.check() {
+        if !v.delay.is_zero() {
+            tokio::time::sleep(v.delay).await;
+        }
+        if let Some(msg) = v.fail {
+            return Err(SendError::Retriable(msg));
+        }
+    }
+    match tokio::time::timeout(settings.request_timeout, service.send(batch)).await {
+        Ok(r) => r,
+        Err(_) => Err(SendError::Retriable(format!("no answer within {:?}", settings.request_timeout))),
+    }
+}
+
+/// An injected `disconnect`: drop the service (its client and connections), build a new one
+/// and health-check again.
+async fn reconnect<S: BatchService>(
+    service: &mut S,
+    make: &(dyn Fn() -> Result<S, String> + Send + Sync),
+    handle: &SinkHandle,
+    settings: &BatchSettings,
+) {
+    handle.stats.set_connected(false);
+    handle.stats.record_error("fault injected: connection dropped");
+    tracing::warn!(sink = %handle.name, "connection dropped (injected fault)");
+    match make() {
+        Ok(s) => *service = s,
+        Err(e) => handle.stats.record_error(format!("rebuilding the client: {e}")),
+    }
+    connect(service, handle, settings).await;
+}
+
 async fn work<S: BatchService>(
     mut service: S,
+    make: Arc<dyn Fn() -> Result<S, String> + Send + Sync>,
     handle: Arc<SinkHandle>,
     settings: BatchSettings,
     notify: Arc<Notify>,
     ledger: Arc<Mutex<Vec<Arc<Envelope>>>>,
 ) {
     let stats = &handle.stats;
-    let mut delay = settings.retry_min;
-    loop {
-        match tokio::time::timeout(settings.request_timeout, service.healthcheck()).await {
-            Ok(Ok(())) => {
-                stats.set_connected(true);
-                break;
-            }
-            Ok(Err(e)) => stats.record_error(format!("healthcheck: {e}")),
-            Err(_) => stats.record_error(format!("healthcheck: no answer within {:?}", settings.request_timeout)),
-        }
-        tokio::time::sleep(jitter(delay)).await;
-        delay = (delay * 2).min(settings.retry_max);
-    }
+    handle.faults.take_drop(); // a request older than this connection is not for it
+    connect(&mut service, &handle, &settings).await;
     loop {
         // Wait for work, then let a batch fill up for at most `linger`.
         while handle.queue_len() == 0 {
@@ -223,10 +289,10 @@ async fn work<S: BatchService>(
 
         let mut delay = settings.retry_min;
         loop {
-            let result = match tokio::time::timeout(settings.request_timeout, service.send(&batch)).await {
-                Ok(r) => r,
-                Err(_) => Err(SendError::Retriable(format!("no answer within {:?}", settings.request_timeout))),
-            };
+            if handle.faults.take_drop() {
+                reconnect(&mut service, make.as_ref(), &handle, &settings).await;
+            }
+            let result = send_once(&mut service, &handle, &settings, &batch).await;
             match result {
                 Ok(outcome) => {
                     stats.set_connected(true);

@@ -16,6 +16,7 @@
 //! and whose arguments include its [`SinkHandle`]; sensors and the runtime do not change.
 
 pub mod batch;
+pub mod delivery;
 pub mod influxdb;
 pub mod mqtt;
 pub mod ngsild;
@@ -26,7 +27,7 @@ pub mod sensorthings;
 
 use std::sync::Arc;
 
-pub use queue::{AckGroup, Envelope, SinkHandle, SinkSnapshot};
+pub use queue::{AckGroup, Envelope, Overflow, SinkHandle, SinkSnapshot};
 
 /// The one message type of every sink actor.
 #[derive(Debug)]
@@ -37,6 +38,10 @@ pub enum SinkMsg {
     Connection(ConnectionEvent),
     /// Make the sink actor panic (fault injection and supervision tests).
     Crash(String),
+    /// Return an error from the handler (fault injection): the supervisor sees a failure.
+    Fail(String),
+    /// Sleep in the handler (fault injection): the actor's mailbox waits, nothing else does.
+    Stall(std::time::Duration),
     /// Answer (the inspection API's liveness check).
     Ping(ractor::RpcReplyPort<()>),
 }
@@ -59,10 +64,15 @@ impl SinkSet {
     }
 
     /// Offer an observation to every sink that takes sensors' observations (all but the
-    /// `consumer_only` ones); never waits on any of them.
-    pub fn offer(&self, env: Arc<Envelope>) {
+    /// `consumer_only` ones). Waits only on sinks whose overflow policy is `block`, and then
+    /// at most their `block_timeout` ([`SinkHandle::offer_wait`]).
+    pub async fn offer(&self, env: Arc<Envelope>) {
         for h in self.handles.iter().filter(|h| h.offers_to_sensors()) {
-            h.offer(env.clone());
+            if h.blocks() {
+                h.offer_wait(env.clone()).await;
+            } else {
+                h.offer(env.clone());
+            }
         }
     }
 
@@ -81,8 +91,8 @@ mod tests {
     use crate::metrics::Metrics;
     use twins::{GeoPoint, Observation, SensorKind};
 
-    #[test]
-    fn sensors_skip_consumer_only_sinks() {
+    #[tokio::test]
+    async fn sensors_skip_consumer_only_sinks() {
         let m = Metrics::new();
         let all = SinkHandle::new("all", "test", "x".into(), 10, &m);
         let only = SinkHandle::new("only", "test", "x".into(), 10, &m);
@@ -96,7 +106,8 @@ mod tests {
             location: GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Fort-de-France".into(),
             values: vec![50.0; SensorKind::Noise.quantities().len()],
-        }));
+        }))
+        .await;
         assert_eq!((all.queue_len(), only.queue_len()), (1, 0));
         assert!(only.offer(Envelope::new(all.take(1)[0].obs.clone())), "offered directly, it takes it");
         assert_eq!(only.queue_len(), 1);

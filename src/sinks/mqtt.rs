@@ -9,6 +9,12 @@
 //! the task drops the event loop, then puts everything unacknowledged back at the front of
 //! the queue, to be sent again on the next connection (at least once; counted as retries),
 //! and reconnects with capped exponential backoff and jitter.
+//!
+//! Injected faults ([`crate::faults::FaultGate`], in the sink's handle): before each
+//! publish the gate may refuse it (the observation stays at the front of the queue, counted
+//! as a retry, and is tried again after a backoff from `reconnect_min` to `reconnect_max`,
+//! as after a refused connection) or delay it (the actor schedules itself, it does not
+//! sleep); a `disconnect` ends the connection as a network failure would.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,6 +52,13 @@ pub struct MqttSinkState {
     connected: bool,
     retry_scheduled: bool,
     actor_id: ractor::ActorId,
+    /// Injected faults: no publishing before this instant (a refused send's backoff or a
+    /// send's added latency); the next one is already scheduled.
+    hold_until: Option<tokio::time::Instant>,
+    /// The next publish already waited its injected latency.
+    release_one: bool,
+    /// Backoff after injected refusals (reset by a publish that goes through).
+    fault_backoff: Duration,
 }
 
 /// One connection: its own client (and so its own request channel) and its own ledger.
@@ -151,7 +164,19 @@ impl Actor for MqttSink {
         let current = Arc::new(Mutex::new(None));
         let actor_id = myself.get_id();
         let io = tokio::spawn(drive(opts, myself, handle.clone(), current.clone(), config.clone()));
-        Ok(MqttSinkState { handle, config, current, io, connected: false, retry_scheduled: false, actor_id })
+        let fault_backoff = config.reconnect_min;
+        Ok(MqttSinkState {
+            handle,
+            config,
+            current,
+            io,
+            connected: false,
+            retry_scheduled: false,
+            actor_id,
+            hold_until: None,
+            release_one: false,
+            fault_backoff,
+        })
     }
 
     async fn post_start(&self, myself: ActorRef<SinkMsg>, state: &mut MqttSinkState) -> Result<(), ActorProcessingErr> {
@@ -189,6 +214,10 @@ impl Actor for MqttSink {
                 let _ = reply.send(());
             }
             SinkMsg::Crash(reason) => panic!("fault injected into sink {}: {reason}", state.config.name),
+            SinkMsg::Fail(reason) => {
+                return Err(format!("fault injected into sink {}: {reason}", state.config.name).into())
+            }
+            SinkMsg::Stall(d) => tokio::time::sleep(d).await,
         }
         Ok(())
     }
@@ -228,9 +257,36 @@ impl MqttSinkState {
             return;
         }
         let Some(conn) = lock(&self.current).clone() else { return };
+        if let Some(t) = self.hold_until {
+            if tokio::time::Instant::now() < t {
+                return; // a pump is scheduled for then
+            }
+            self.hold_until = None;
+        }
         let q = qos(self.config.qos);
         let mut buf = Vec::with_capacity(512);
         for _ in 0..PUMP_BATCH {
+            if self.handle.queue_len() == 0 {
+                return;
+            }
+            if !std::mem::take(&mut self.release_one) {
+                if let Some(v) = self.handle.faults.check() {
+                    if let Some(msg) = v.fail {
+                        // Refused: it stays at the front of the queue, to be sent again.
+                        self.handle.stats.retries.inc();
+                        self.handle.stats.record_error(msg);
+                        let wait = self.fault_backoff;
+                        self.fault_backoff = (self.fault_backoff * 2).min(self.config.reconnect_max);
+                        self.hold(myself, jitter(wait));
+                        return;
+                    }
+                    if !v.delay.is_zero() {
+                        self.release_one = true;
+                        self.hold(myself, v.delay);
+                        return;
+                    }
+                }
+            }
             let Some(env) = self.handle.pop() else { return };
             let topic = format!("{}/{}/{}", self.config.topic_prefix, env.obs.kind.as_str(), env.obs.sensor_id);
             buf.clear();
@@ -238,7 +294,10 @@ impl MqttSinkState {
             let mut ledger = lock(&conn.ledger);
             ledger.handed.push_back(env);
             match conn.client.try_publish(topic, q, false, buf.clone()) {
-                Ok(()) => self.handle.set_in_flight(ledger.len()),
+                Ok(()) => {
+                    self.handle.set_in_flight(ledger.len());
+                    self.fault_backoff = self.config.reconnect_min;
+                }
                 Err(_) => {
                     // Full (try again shortly) or closed (the I/O task reports the loss).
                     let env = ledger.handed.pop_back();
@@ -254,6 +313,13 @@ impl MqttSinkState {
         }
         // More may be waiting: continue after the mailbox had its turn.
         self.schedule_retry(myself);
+    }
+
+    /// Publish nothing for `d`, then pump again.
+    fn hold(&mut self, myself: &ActorRef<SinkMsg>, d: Duration) {
+        self.hold_until = Some(tokio::time::Instant::now() + d);
+        self.handle.mailbox.enqueue();
+        myself.send_after(d, || SinkMsg::Pump);
     }
 
     fn schedule_retry(&mut self, myself: &ActorRef<SinkMsg>) {
@@ -276,11 +342,30 @@ async fn drive(
     cfg: MqttSinkConfig,
 ) {
     let mut delay = cfg.reconnect_min;
+    let mut held = false;
     loop {
+        // An injected `disconnect` with a duration keeps the connection down meanwhile.
+        if let Some(reason) = handle.faults.held_down() {
+            if !held {
+                handle.mailbox.enqueue();
+                if actor.cast(SinkMsg::Connection(ConnectionEvent::Disconnected(reason))).is_err() {
+                    return;
+                }
+                held = true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        held = false;
+        handle.faults.take_drop(); // a request older than this connection is not for it
         let (client, mut eventloop) = AsyncClient::new(opts.clone(), REQUEST_CHANNEL);
         let ledger = Arc::new(Mutex::new(InFlight::default()));
         let reason = loop {
-            match eventloop.poll().await {
+            let polled = tokio::select! {
+                p = eventloop.poll() => p,
+                () = handle.faults.dropped() => break "fault injected: connection dropped".to_string(),
+            };
+            match polled {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     delay = cfg.reconnect_min;
                     *lock(&current) = Some(Connection { client: client.clone(), ledger: ledger.clone() });

@@ -3,12 +3,13 @@
 //!
 //! The queue and counters live in a [`SinkHandle`] that outlives the sink actor: when the
 //! supervisor restarts a sink, the new actor finds the queue as the old one left it.
-//! Sensors never wait on a sink: [`SinkHandle::offer`] takes a short lock, drops the oldest
-//! entry when the queue is full (counted), and wakes the actor only if it is not already
-//! awake.
+//! Sensors never wait on a sink beyond a bound: [`SinkHandle::offer`] takes a short lock,
+//! applies the sink's [`Overflow`] policy when the queue is full (drop the oldest, drop the
+//! newest; both counted as dropped and lost), and wakes the actor only if it is not already
+//! awake. With `block`, [`SinkHandle::offer_wait`] first waits up to `block_timeout` for room.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,9 +20,35 @@ use twins::Observation;
 
 use dashmap::DashMap;
 
+use super::delivery::{Delivered, SeqTrack};
 use super::SinkMsg;
 use crate::actors::Mailbox;
+use crate::faults::FaultGate;
 use crate::metrics::Metrics;
+
+/// What a full queue does with one more observation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Drop the oldest queued entry to make room (the default).
+    #[default]
+    DropOldest,
+    /// Refuse the new entry.
+    DropNewest,
+    /// Make the offering sensor wait up to `timeout` for room, then refuse the new entry;
+    /// until the sink takes from its queue again, later offers are refused without waiting
+    /// (a dead broker holds each sensor back at most once).
+    Block { timeout: std::time::Duration },
+}
+
+impl Overflow {
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::DropNewest => "drop_newest",
+            Overflow::Block { .. } => "block",
+        }
+    }
+}
 
 /// An observation on its way to the sinks, shared by all of them.
 #[derive(Debug)]
@@ -102,14 +129,24 @@ pub struct SinkStats {
     pub failed: IntCounter,
     pub dropped: IntCounter,
     pub retries: IntCounter,
+    /// Observations that left a sensor and never reached the sink (gaps and drops).
+    pub lost: IntCounter,
+    /// Observations the sink delivered more than once.
+    pub duplicates: IntCounter,
+    /// Missing observations that arrived after a later one.
+    late: AtomicU64,
     pub latency: Histogram,
     pub connected: AtomicBool,
     pub ever_connected: AtomicBool,
     connected_gauge: prometheus::IntGauge,
     last_success_ms: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
-    /// Highest sequence number delivered, per sensor.
-    delivered_seq: DashMap<String, u64>,
+    /// Per sensor: highest sequence number delivered, gaps and duplicates.
+    delivered_seq: DashMap<String, SeqTrack>,
+    /// Sensors with anything lost or duplicated (for the worst-sensors view).
+    troubled: DashMap<String, ()>,
+    /// Sequences start at 1 here (false for sinks only a consumer writes to).
+    from_one: AtomicBool,
     /// Samples of the counters, for the 1 min / 1 h windows.
     samples: Mutex<VecDeque<Sample>>,
 }
@@ -146,6 +183,9 @@ impl SinkStats {
             failed: metrics.messages_failed.with_label_values(&[name]),
             dropped: metrics.messages_dropped.with_label_values(&[name]),
             retries: metrics.messages_retried.with_label_values(&[name]),
+            lost: metrics.sink_lost.with_label_values(&[name]),
+            duplicates: metrics.sink_duplicates.with_label_values(&[name]),
+            late: AtomicU64::new(0),
             latency: metrics.publish_latency.with_label_values(&[name]),
             connected: AtomicBool::new(false),
             ever_connected: AtomicBool::new(false),
@@ -153,6 +193,8 @@ impl SinkStats {
             last_success_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
             delivered_seq: DashMap::new(),
+            troubled: DashMap::new(),
+            from_one: AtomicBool::new(true),
             samples: Mutex::new(VecDeque::new()),
         }
     }
@@ -163,18 +205,87 @@ impl SinkStats {
         self.sent.inc();
         self.latency.observe(env.emitted.elapsed().as_secs_f64());
         self.last_success_ms.store(now_ms(), Ordering::Relaxed);
-        let seq = env.obs.seq;
-        match self.delivered_seq.get_mut(env.obs.sensor_id.as_str()) {
-            Some(mut s) => *s = (*s).max(seq),
+        let (seq, id) = (env.obs.seq, env.obs.sensor_id.as_str());
+        let from_one = self.from_one.load(Ordering::Relaxed);
+        let outcome = match self.delivered_seq.get_mut(id) {
+            Some(mut t) => t.deliver(seq, from_one),
             None => {
-                self.delivered_seq.insert(env.obs.sensor_id.clone(), seq);
+                let mut t = SeqTrack::default();
+                let o = t.deliver(seq, from_one);
+                self.delivered_seq.insert(id.to_string(), t);
+                o
             }
+        };
+        match outcome {
+            Delivered::New { newly_lost: 0 } => {}
+            Delivered::New { newly_lost } => {
+                self.lost.inc_by(newly_lost);
+                self.troubled.insert(id.to_string(), ());
+            }
+            Delivered::Duplicate => {
+                self.duplicates.inc();
+                self.troubled.insert(id.to_string(), ());
+            }
+            Delivered::Late => {
+                self.late.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// An entry dropped by the overflow policy: counted dropped and, unless a copy of it
+    /// was delivered, lost.
+    pub fn dropped_one(&self, env: &Envelope) {
+        self.dropped.inc();
+        env.settle(false);
+        let (seq, id) = (env.obs.seq, env.obs.sensor_id.as_str());
+        let newly_lost = match self.delivered_seq.get_mut(id) {
+            Some(mut t) => t.drop_seq(seq),
+            None => {
+                let mut t = SeqTrack::default();
+                let lost = t.drop_seq(seq);
+                self.delivered_seq.insert(id.to_string(), t);
+                lost
+            }
+        };
+        if newly_lost {
+            self.lost.inc();
+            self.troubled.insert(id.to_string(), ());
         }
     }
 
     /// The highest sequence number of a sensor this sink delivered.
     pub fn delivered_seq(&self, sensor: &str) -> Option<u64> {
-        self.delivered_seq.get(sensor).map(|s| *s)
+        self.delivered_seq.get(sensor).map(|t| t.highest).filter(|h| *h > 0)
+    }
+
+    /// A sensor's accounting at this sink.
+    pub fn track(&self, sensor: &str) -> Option<SeqTrack> {
+        self.delivered_seq.get(sensor).map(|t| t.clone())
+    }
+
+    /// Missing observations that arrived after a later one.
+    pub fn late(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
+    /// The `n` sensors with the most lost and duplicated observations, worst first.
+    pub fn worst(&self, n: usize) -> Vec<SensorDelivery> {
+        let mut all: Vec<SensorDelivery> = self
+            .troubled
+            .iter()
+            .filter_map(|e| {
+                let t = self.delivered_seq.get(e.key())?;
+                Some(SensorDelivery {
+                    sensor: e.key().clone(),
+                    delivered_seq: t.highest,
+                    lost: t.lost,
+                    duplicates: t.duplicates,
+                })
+            })
+            .collect();
+        all.sort_by(|a, b| (b.lost + b.duplicates).cmp(&(a.lost + a.duplicates)).then_with(|| a.sensor.cmp(&b.sensor)));
+        all.truncate(n);
+        all
     }
 
     fn counts(&self) -> Sample {
@@ -238,6 +349,18 @@ impl SinkStats {
     }
 }
 
+/// One sensor's delivery at one sink (the worst ones are shown in the sink's snapshot).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SensorDelivery {
+    pub sensor: String,
+    pub delivered_seq: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+}
+
+/// How many sensors a snapshot lists under `worst_sensors`.
+pub const WORST_SENSORS: usize = 10;
+
 /// A point-in-time view of a sink, for the inspection API and tests.
 #[derive(Debug, Clone, Serialize)]
 pub struct SinkSnapshot {
@@ -253,6 +376,19 @@ pub struct SinkSnapshot {
     pub failed: u64,
     pub dropped: u64,
     pub retries: u64,
+    /// Observations that left a sensor and never reached this sink (gaps in the delivered
+    /// sequences, including what was dropped).
+    pub lost: u64,
+    pub duplicates: u64,
+    /// Missing observations that arrived after a later one (not expected: queues keep order).
+    pub late: u64,
+    /// The sensors with the most lost and duplicated observations.
+    pub worst_sensors: Vec<SensorDelivery>,
+    /// `drop_oldest`, `drop_newest` or `block`.
+    pub overflow: &'static str,
+    pub block_timeout_ms: Option<u64>,
+    /// Faults injected into this sink now (ids).
+    pub active_faults: Vec<u64>,
     pub last_error: Option<String>,
     pub last_error_at_unix_ms: Option<u64>,
     pub last_success_at_unix_ms: Option<u64>,
@@ -269,6 +405,16 @@ pub struct SinkHandle {
     pub target: String,
     capacity: usize,
     queue: Mutex<VecDeque<Arc<Envelope>>>,
+    /// The overflow policy: 0 drop_oldest, 1 drop_newest, 2 block (`block_ms`).
+    overflow: AtomicU8,
+    block_ms: AtomicU64,
+    /// Offers waiting for room (`block`), and the signal that room was made.
+    waiting: AtomicUsize,
+    room: tokio::sync::Notify,
+    /// A blocked offer timed out and the sink has not taken anything since.
+    stuck: AtomicBool,
+    /// Faults injected into this sink, consulted before each send.
+    pub faults: FaultGate,
     in_flight: AtomicU64,
     wake_pending: AtomicBool,
     /// Whether sensors offer their observations here (false: only a consumer writes here).
@@ -294,6 +440,12 @@ impl SinkHandle {
             target,
             capacity: capacity.max(1),
             queue: Mutex::new(VecDeque::new()),
+            overflow: AtomicU8::new(0),
+            block_ms: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            room: tokio::sync::Notify::new(),
+            stuck: AtomicBool::new(false),
+            faults: FaultGate::default(),
             in_flight: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
             sensors: AtomicBool::new(true),
@@ -312,6 +464,27 @@ impl SinkHandle {
     /// to it directly (e.g. by a consumer) goes through it.
     pub fn set_offer_to_sensors(&self, yes: bool) {
         self.sensors.store(yes, Ordering::Relaxed);
+        // What a consumer writes may start anywhere in a sensor's sequence.
+        self.stats.from_one.store(yes, Ordering::Relaxed);
+    }
+
+    /// Set the overflow policy (at start, before anything is offered).
+    pub fn set_overflow(&self, policy: Overflow) {
+        let (code, ms) = match policy {
+            Overflow::DropOldest => (0, 0),
+            Overflow::DropNewest => (1, 0),
+            Overflow::Block { timeout } => (2, timeout.as_millis() as u64),
+        };
+        self.block_ms.store(ms, Ordering::Relaxed);
+        self.overflow.store(code, Ordering::Relaxed);
+    }
+
+    pub fn overflow(&self) -> Overflow {
+        match self.overflow.load(Ordering::Relaxed) {
+            0 => Overflow::DropOldest,
+            1 => Overflow::DropNewest,
+            _ => Overflow::Block { timeout: std::time::Duration::from_millis(self.block_ms.load(Ordering::Relaxed)) },
+        }
     }
 
     /// Do sensors offer their observations to this sink ([`super::SinkSet::offer`])?
@@ -319,26 +492,103 @@ impl SinkHandle {
         self.sensors.load(Ordering::Relaxed)
     }
 
-    /// Offer an observation. Never blocks beyond a short lock; on overflow the oldest
-    /// queued entry is dropped and counted. Returns false when something was dropped.
+    /// Offer an observation. Never blocks beyond a short lock. On overflow, `drop_oldest`
+    /// drops the oldest queued entry; `drop_newest` and `block` (which cannot wait here: see
+    /// [`offer_wait`](Self::offer_wait)) refuse this one. What is dropped is counted dropped
+    /// and lost. Returns false when something was dropped.
     pub fn offer(&self, env: Arc<Envelope>) -> bool {
         let dropped = {
             let mut q = lock(&self.queue);
-            let dropped = if q.len() >= self.capacity { q.pop_front() } else { None };
-            q.push_back(env);
+            let dropped = if q.len() < self.capacity {
+                q.push_back(env);
+                None
+            } else if self.overflow.load(Ordering::Relaxed) == 0 {
+                let old = q.pop_front();
+                q.push_back(env);
+                old
+            } else {
+                Some(env)
+            };
             self.queue_gauge.set(q.len() as i64);
             dropped
         };
         let dropped = match dropped {
-            Some(old) => {
-                self.stats.dropped.inc();
-                old.settle(false);
+            Some(env) => {
+                self.stats.dropped_one(&env);
                 true
             }
             None => false,
         };
         self.wake();
         !dropped
+    }
+
+    /// Whether offers to this sink may wait ([`Overflow::Block`]).
+    pub fn blocks(&self) -> bool {
+        self.overflow.load(Ordering::Relaxed) == 2
+    }
+
+    /// Offer an observation, waiting for room up to the `block` timeout if the policy says
+    /// so (other policies: as [`offer`](Self::offer)). After a timeout the observation is
+    /// dropped (counted dropped and lost), and until the sink takes from its queue again
+    /// later offers are dropped without waiting.
+    pub async fn offer_wait(&self, env: Arc<Envelope>) -> bool {
+        let Overflow::Block { timeout } = self.overflow() else { return self.offer(env) };
+        let env = match self.try_push(env) {
+            Ok(()) => return true,
+            Err(env) => env,
+        };
+        if self.stuck.load(Ordering::Acquire) {
+            self.stats.dropped_one(&env);
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let mut env = env;
+        let pushed = loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            env = match self.try_push(env) {
+                Ok(()) => break true,
+                Err(e) => e,
+            };
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                env = match self.try_push(env) {
+                    Ok(()) => break true,
+                    Err(e) => e,
+                };
+                self.stuck.store(true, Ordering::Release);
+                self.stats.dropped_one(&env);
+                break false;
+            }
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        pushed
+    }
+
+    /// Push unless full.
+    fn try_push(&self, env: Arc<Envelope>) -> Result<(), Arc<Envelope>> {
+        {
+            let mut q = lock(&self.queue);
+            if q.len() >= self.capacity {
+                return Err(env);
+            }
+            q.push_back(env);
+            self.queue_gauge.set(q.len() as i64);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Room was made in the queue: release waiting offers.
+    fn made_room(&self) {
+        if self.stuck.load(Ordering::Relaxed) {
+            self.stuck.store(false, Ordering::Release);
+        }
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.room.notify_waiters();
+        }
     }
 
     /// Wake the sink actor unless a wake-up is already on its way.
@@ -370,6 +620,10 @@ impl SinkHandle {
         let n = max.min(q.len());
         let out: Vec<_> = q.drain(..n).collect();
         self.queue_gauge.set(q.len() as i64);
+        drop(q);
+        if n > 0 {
+            self.made_room();
+        }
         out
     }
 
@@ -381,6 +635,10 @@ impl SinkHandle {
         let out: Vec<_> = q.drain(..n).collect();
         self.in_flight.store(out.len() as u64, Ordering::Relaxed);
         self.queue_gauge.set(q.len() as i64);
+        drop(q);
+        if n > 0 {
+            self.made_room();
+        }
         out
     }
 
@@ -393,11 +651,16 @@ impl SinkHandle {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
         }
         self.queue_gauge.set(q.len() as i64);
+        drop(q);
+        if e.is_some() {
+            self.made_room();
+        }
         e
     }
 
     /// Put entries back at the front (in their order), e.g. a send that did not go out or
-    /// in-flight messages of a lost connection. Beyond capacity the oldest are dropped.
+    /// in-flight messages of a lost connection. Beyond capacity, `drop_oldest` drops from the
+    /// front (the oldest), the other policies from the back (the newest).
     pub fn requeue_front(&self, items: Vec<Arc<Envelope>>) {
         if items.is_empty() {
             return;
@@ -408,21 +671,24 @@ impl SinkHandle {
             for e in items.into_iter().rev() {
                 q.push_front(e);
             }
+            let oldest = self.overflow.load(Ordering::Relaxed) == 0;
             while q.len() > self.capacity {
-                dropped.extend(q.pop_front());
+                dropped.extend(if oldest { q.pop_front() } else { q.pop_back() });
             }
             self.queue_gauge.set(q.len() as i64);
         }
-        if !dropped.is_empty() {
-            self.stats.dropped.inc_by(dropped.len() as u64);
-            for e in dropped {
-                e.settle(false);
-            }
+        for e in dropped {
+            self.stats.dropped_one(&e);
         }
     }
 
     pub fn queue_len(&self) -> usize {
         lock(&self.queue).len()
+    }
+
+    /// What is queued now, front first (for inspection; nothing is taken).
+    pub fn queued(&self) -> Vec<Arc<Envelope>> {
+        lock(&self.queue).iter().cloned().collect()
     }
 
     pub fn set_in_flight(&self, n: usize) {
@@ -472,6 +738,16 @@ impl SinkHandle {
             failed: self.stats.failed.get(),
             dropped: self.stats.dropped.get(),
             retries: self.stats.retries.get(),
+            lost: self.stats.lost.get(),
+            duplicates: self.stats.duplicates.get(),
+            late: self.stats.late(),
+            worst_sensors: self.stats.worst(WORST_SENSORS),
+            overflow: self.overflow().name(),
+            block_timeout_ms: match self.overflow() {
+                Overflow::Block { timeout } => Some(timeout.as_millis() as u64),
+                _ => None,
+            },
+            active_faults: self.faults.active_ids(),
             last_error_at_unix_ms: err.as_ref().map(|e| e.1),
             last_error: err.map(|e| e.0),
             last_success_at_unix_ms: self.stats.last_success_ms(),
@@ -538,5 +814,60 @@ mod tests {
         assert_eq!(h.stats.dropped.get(), 1);
         let seqs: Vec<u64> = h.take(10).iter().map(|e| e.obs.seq).collect();
         assert_eq!(seqs, vec![2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_and_counts_lost() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 3, &m);
+        h.set_overflow(Overflow::DropNewest);
+        for s in 1..=5 {
+            h.offer(env(s));
+        }
+        assert_eq!((h.stats.dropped.get(), h.stats.lost.get()), (2, 2));
+        let taken = h.take(10);
+        assert_eq!(taken.iter().map(|e| e.obs.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+        for e in &taken {
+            h.stats.delivered(e);
+        }
+        h.stats.delivered(&env(6));
+        assert_eq!(h.stats.lost.get(), 2, "the gap over 4 and 5 was already counted");
+        h.stats.delivered(&env(6));
+        assert_eq!(h.stats.duplicates.get(), 1);
+        let snap = h.snapshot();
+        assert_eq!((snap.lost, snap.duplicates, snap.overflow), (2, 1, "drop_newest"));
+        assert_eq!(snap.worst_sensors[0].sensor, "s");
+    }
+
+    #[tokio::test]
+    async fn block_waits_for_room_then_drops_once_and_not_again() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 1, &m);
+        h.set_overflow(Overflow::Block { timeout: std::time::Duration::from_millis(200) });
+        assert!(h.offer_wait(env(1)).await);
+        // Room is made while the second offer waits.
+        let taker = {
+            let h = h.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                h.take(1)
+            })
+        };
+        let started = std::time::Instant::now();
+        assert!(h.offer_wait(env(2)).await, "it waited for room");
+        assert_eq!(taker.await.expect("taker")[0].obs.seq, 1);
+        assert!(started.elapsed() < std::time::Duration::from_millis(200));
+        // Nobody takes: the third waits the timeout, then is dropped.
+        let started = std::time::Instant::now();
+        assert!(!h.offer_wait(env(3)).await);
+        assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+        // Still stuck: the fourth is dropped at once.
+        let started = std::time::Instant::now();
+        assert!(!h.offer_wait(env(4)).await);
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        assert_eq!((h.stats.dropped.get(), h.stats.lost.get()), (2, 2));
+        // Once the sink takes again, offers wait again.
+        assert_eq!(h.take(1)[0].obs.seq, 2);
+        assert!(h.offer_wait(env(5)).await);
     }
 }
