@@ -322,8 +322,15 @@ async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order
     let ngsild = NgsiLdServer::start().await;
     let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
     let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()));
-    let a = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
-    let b = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
+    // Each instance needs its own MQTT client id: two clients with one id take each
+    // other's session over and over (and resend what was in flight).
+    let instance = |n: &str| {
+        let mqtt_end = "consumer_only = true\n[[sinks.ngsild]]";
+        assert!(text.contains(mqtt_end));
+        text.replace(mqtt_end, &format!("consumer_only = true\nclient_id = \"twinrt-{n}\"\n[[sinks.ngsild]]"))
+    };
+    let a = Runtime::start(parse(&instance("a"))).await.unwrap_or_else(|e| panic!("{e}"));
+    let b = Runtime::start(parse(&instance("b"))).await.unwrap_or_else(|e| panic!("{e}"));
     let noise = pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Noise);
     wait_until("both runtimes to subscribe", DEADLINE, || broker.consumers(&noise, SUBSCRIPTION) == 2)
         .await
@@ -356,7 +363,21 @@ async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order
     let got = seqs_in_mqtt(&sub);
     for s in 1..=sensors {
         let id = format!("noise-shared-{s:02}");
-        assert_eq!(got.get(&id), Some(&(1..=per_sensor).collect::<Vec<_>>()), "{id}: once each, in order");
+        let why = || {
+            let d: Vec<_> = broker
+                .deliveries(&noise, SUBSCRIPTION)
+                .into_iter()
+                .filter(|d| format!("{d:?}").contains(&id))
+                .map(|d| format!("{d:?}"))
+                .collect();
+            let snaps: Vec<_> = [&a, &b]
+                .iter()
+                .flat_map(|rt| rt.distributor().iter().map(|d| d.snapshot()))
+                .filter(|s| s.topic == noise)
+                .collect();
+            format!("deliveries: {d:#?}\nconsumers: {snaps:#?}\nevents: {:?}", broker.events())
+        };
+        assert_eq!(got.get(&id), Some(&(1..=per_sensor).collect::<Vec<_>>()), "{id}: once each, in order\n{}", why());
     }
     a.shutdown().await;
     b.shutdown().await;

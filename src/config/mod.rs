@@ -9,8 +9,8 @@
 //! A value is read as a TOML literal when it parses as one (numbers, booleans), else as a
 //! string.
 
-mod pulsar;
 mod faults;
+mod pulsar;
 mod reader;
 
 use std::collections::HashSet;
@@ -22,11 +22,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use twins::{GeoPoint, SensorKind};
 
+pub use faults::FaultsConfig;
 pub use pulsar::{
     check_pulsar_topic, parse_pulsar_url, pulsar_topic, InitialPosition, PulsarDistributorConfig, PulsarSinkConfig,
     PulsarSubscriptionType, PULSAR_TOPIC_PREFIX,
 };
-pub use faults::FaultsConfig;
 pub use reader::Problem;
 use reader::{line_of, line_starts, Origins, Reader, Section};
 
