@@ -59,6 +59,8 @@ pub enum StartError {
     Supervision(String),
     #[error("the supervision tree failed to start: {0}")]
     Spawn(String),
+    #[error("sink {sink}: {source}")]
+    Spill { sink: String, source: crate::sinks::spill::SpillError },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -281,6 +283,17 @@ impl Runtime {
                 h.set_overflow(policy);
             }
         }
+        // Disk spills: what a previous run left is sent first.
+        for (name, sp) in config.sinks.spills() {
+            if let Some(h) = builder.handles.iter().find(|h| h.name == name) {
+                let spill = crate::sinks::spill::Spill::open(&sp.dir, sp.max_bytes)
+                    .map_err(|source| StartError::Spill { sink: name.to_string(), source })?;
+                if !spill.is_empty() {
+                    tracing::info!(sink = name, records = spill.len(), dir = %sp.dir.display(), "resuming from the disk spill");
+                }
+                h.set_spill(spill);
+            }
+        }
         let SinkBuilder { handles, children: sink_children, .. } = builder;
         let sinks = SinkSet::new(handles);
 
@@ -462,6 +475,7 @@ impl Runtime {
                 tick.tick().await;
                 for h in sampled.handles() {
                     h.stats.sample();
+                    h.flush_spill();
                 }
             }
         });
@@ -663,6 +677,18 @@ impl Runtime {
             root_done.abort();
         }
         self.sampler.abort();
+        // The sink actors gave back what was in flight: a sink with a spill keeps what it
+        // still holds on disk, for the next run.
+        let mut sinks = sinks;
+        for (h, snap) in self.sinks.handles().iter().zip(sinks.iter_mut()) {
+            let kept = h.spill_remaining();
+            if kept > 0 {
+                tracing::info!(sink = %h.name, kept, "undelivered observations kept in the disk spill");
+            }
+            if kept > 0 || snap.spill.is_some() {
+                *snap = h.snapshot();
+            }
+        }
         let _ = self.http_stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.http_task).await;
         tracing::info!(flushed, "stopped");

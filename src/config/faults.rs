@@ -90,6 +90,30 @@ pub fn read_overflow(r: &mut Reader<'_>, t: &mut Section) -> Overflow {
     policy
 }
 
+/// `spill_dir` (and `spill_max_bytes`, default 1 GiB): a sink's disk spill, or `None`.
+pub fn read_spill(r: &mut Reader<'_>, t: &mut Section) -> Option<crate::config::SpillConfig> {
+    let path = t.path.clone();
+    let dir: Option<PathBuf> = r.opt(t, "spill_dir");
+    let max: Option<u64> = r.opt(t, "spill_max_bytes");
+    match (dir, max) {
+        (Some(dir), max) => {
+            let max_bytes = max.unwrap_or(1 << 30);
+            if max_bytes < 1 << 20 {
+                r.problem(format!("{path}.spill_max_bytes"), format!("must be at least 1048576 (got {max_bytes})"));
+            }
+            if dir.as_os_str().is_empty() {
+                r.problem(format!("{path}.spill_dir"), "must name a directory");
+            }
+            Some(crate::config::SpillConfig { dir, max_bytes })
+        }
+        (None, Some(_)) => {
+            r.problem(format!("{path}.spill_max_bytes"), "only with spill_dir");
+            None
+        }
+        (None, None) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::Config;

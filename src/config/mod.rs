@@ -142,6 +142,32 @@ impl SinksConfig {
             .collect()
     }
 
+    /// Every sink's disk spill, by name.
+    pub fn spills(&self) -> Vec<(&str, &SpillConfig)> {
+        self.mqtt
+            .iter()
+            .map(|s| (s.name.as_str(), &s.spill))
+            .chain(self.ngsild.iter().map(|s| (s.common.name.as_str(), &s.common.spill)))
+            .chain(self.sensorthings.iter().map(|s| (s.common.name.as_str(), &s.common.spill)))
+            .chain(self.influxdb.iter().map(|s| (s.common.name.as_str(), &s.common.spill)))
+            .chain(self.redpanda.iter().map(|s| (s.common.name.as_str(), &s.common.spill)))
+            .chain(self.pulsar.iter().map(|s| (s.common.name.as_str(), &s.common.spill)))
+            .filter_map(|(n, s)| s.as_ref().map(|s| (n, s)))
+            .collect()
+    }
+
+    fn spills_mut(&mut self) -> impl Iterator<Item = &mut SpillConfig> {
+        self.mqtt
+            .iter_mut()
+            .map(|s| &mut s.spill)
+            .chain(self.ngsild.iter_mut().map(|s| &mut s.common.spill))
+            .chain(self.sensorthings.iter_mut().map(|s| &mut s.common.spill))
+            .chain(self.influxdb.iter_mut().map(|s| &mut s.common.spill))
+            .chain(self.redpanda.iter_mut().map(|s| &mut s.common.spill))
+            .chain(self.pulsar.iter_mut().map(|s| &mut s.common.spill))
+            .filter_map(|s| s.as_mut())
+    }
+
     /// Every sink's overflow policy, by name.
     pub fn overflow_policies(&self) -> Vec<(&str, crate::sinks::Overflow)> {
         self.mqtt
@@ -154,6 +180,15 @@ impl SinksConfig {
             .chain(self.pulsar.iter().map(|s| (s.common.name.as_str(), s.common.overflow)))
             .collect()
     }
+}
+
+/// A sink's disk spill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpillConfig {
+    /// Its own directory (relative paths: to the config file).
+    pub dir: PathBuf,
+    /// At most this many bytes on disk; beyond, the overflow policy drops.
+    pub max_bytes: u64,
 }
 
 /// A secret value (token, password): never printed.
@@ -175,6 +210,8 @@ pub struct HttpSinkCommon {
     pub queue_capacity: usize,
     /// What a full queue does (`overflow`, `block_timeout`).
     pub overflow: crate::sinks::Overflow,
+    /// Disk spill (`spill_dir`, `spill_max_bytes`): what does not fit in the queue.
+    pub spill: Option<SpillConfig>,
     pub batch: crate::sinks::batch::BatchSettings,
     /// Bearer token (NGSI-LD), API token (InfluxDB), JWT (Pulsar).
     pub token: Option<Secret>,
@@ -277,6 +314,8 @@ pub struct MqttSinkConfig {
     pub queue_capacity: usize,
     /// What a full queue does (`overflow`, `block_timeout`).
     pub overflow: crate::sinks::Overflow,
+    /// Disk spill (`spill_dir`, `spill_max_bytes`): what does not fit in the queue.
+    pub spill: Option<SpillConfig>,
     /// Publishes handed to the MQTT client and not yet acknowledged, at most.
     pub max_inflight: u16,
     pub reconnect_min: Duration,
@@ -393,6 +432,11 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        for spill in self.sinks.spills_mut() {
+            if spill.dir.is_relative() {
+                spill.dir = base.join(&spill.dir);
+            }
+        }
         for sink in &mut self.sinks.mqtt {
             for p in [&mut sink.ca_file, &mut sink.client_cert, &mut sink.client_key].into_iter().flatten() {
                 if p.is_relative() {
@@ -645,6 +689,15 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
             r.problem("sinks", format!("two sinks are named \"{n}\": names label metrics and must be unique"));
         }
     }
+    let mut seen_dirs = HashSet::new();
+    for (n, sp) in sinks.spills() {
+        if !seen_dirs.insert(&sp.dir) {
+            r.problem(
+                "sinks",
+                format!("sink \"{n}\": spill_dir {} is another sink's: each needs its own", sp.dir.display()),
+            );
+        }
+    }
 
     let faults = faults::read_faults(r, &mut root);
 
@@ -767,6 +820,8 @@ const HTTP_KEYS: &[&str] = &[
     "consumer_only",
     "overflow",
     "block_timeout",
+    "spill_dir",
+    "spill_max_bytes",
 ];
 
 /// A string or an array of strings.
@@ -828,6 +883,7 @@ fn read_sink_common(
         r.problem(format!("{path}.queue_capacity"), "must be at least 1");
     }
     let overflow = faults::read_overflow(r, t);
+    let spill = faults::read_spill(r, t);
     let batch_size = r.or(t, "batch_size", default_batch);
     if batch_size == 0 {
         r.problem(format!("{path}.batch_size"), "must be at least 1");
@@ -849,6 +905,7 @@ fn read_sink_common(
         url: url?,
         queue_capacity,
         overflow,
+        spill,
         batch: crate::sinks::batch::BatchSettings { batch_size, linger, request_timeout, retry_min, retry_max },
         token,
         consumer_only,
@@ -1027,6 +1084,8 @@ const MQTT_KEYS: &[&str] = &[
     "consumer_only",
     "overflow",
     "block_timeout",
+    "spill_dir",
+    "spill_max_bytes",
 ];
 
 fn read_mqtt_sink(r: &mut Reader<'_>, m: &mut Section) -> Option<MqttSinkConfig> {
@@ -1073,6 +1132,7 @@ fn read_mqtt_sink(r: &mut Reader<'_>, m: &mut Section) -> Option<MqttSinkConfig>
         r.problem(format!("{path}.queue_capacity"), "must be at least 1");
     }
     let overflow = faults::read_overflow(r, m);
+    let spill = faults::read_spill(r, m);
     let max_inflight = r.or(m, "max_inflight", 100u16);
     if max_inflight == 0 {
         r.problem(format!("{path}.max_inflight"), "must be at least 1");
@@ -1105,6 +1165,7 @@ fn read_mqtt_sink(r: &mut Reader<'_>, m: &mut Section) -> Option<MqttSinkConfig>
         topic_prefix,
         queue_capacity,
         overflow,
+        spill,
         max_inflight,
         reconnect_min,
         reconnect_max,

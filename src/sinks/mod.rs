@@ -24,6 +24,7 @@ pub mod pulsar;
 pub mod queue;
 pub mod redpanda;
 pub mod sensorthings;
+pub mod spill;
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ use twins::Observation;
 use dashmap::DashMap;
 
 use super::delivery::{Delivered, SeqTrack};
+use super::spill::Spill;
 use super::SinkMsg;
 use crate::actors::Mailbox;
 use crate::faults::FaultGate;
@@ -389,11 +390,27 @@ pub struct SinkSnapshot {
     pub block_timeout_ms: Option<u64>,
     /// Faults injected into this sink now (ids).
     pub active_faults: Vec<u64>,
+    /// The disk spill, when the sink has one (`spill_dir`).
+    pub spill: Option<SpillSnapshot>,
     pub last_error: Option<String>,
     pub last_error_at_unix_ms: Option<u64>,
     pub last_success_at_unix_ms: Option<u64>,
     pub last_minute: WindowCounts,
     pub last_hour: WindowCounts,
+}
+
+/// A sink's disk spill, for the inspection API.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SpillSnapshot {
+    pub dir: String,
+    /// Observations on disk, waiting for the queue.
+    pub records: u64,
+    pub bytes: u64,
+    pub max_bytes: u64,
+    /// Observations written to the spill since start.
+    pub spilled_total: u64,
+    /// Records skipped as corrupt (a torn write after a crash).
+    pub corrupt: u64,
 }
 
 /// The bounded queue of one sink, plus what it has handed to its client and not yet
@@ -415,6 +432,13 @@ pub struct SinkHandle {
     stuck: AtomicBool,
     /// Faults injected into this sink, consulted before each send.
     pub faults: FaultGate,
+    /// The disk spill, if configured: what overflows the queue goes there (and, once it
+    /// holds anything, every new offer too, to keep the order); taking from the queue
+    /// refills it from the spill. Locked after `queue`, never before.
+    spill: Mutex<Option<Spill>>,
+    /// The spill holds records (fast check on the hot paths).
+    spilling: AtomicBool,
+    spilled_total: AtomicU64,
     in_flight: AtomicU64,
     wake_pending: AtomicBool,
     /// Whether sensors offer their observations here (false: only a consumer writes here).
@@ -446,6 +470,9 @@ impl SinkHandle {
             room: tokio::sync::Notify::new(),
             stuck: AtomicBool::new(false),
             faults: FaultGate::default(),
+            spill: Mutex::new(None),
+            spilling: AtomicBool::new(false),
+            spilled_total: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             wake_pending: AtomicBool::new(false),
             sensors: AtomicBool::new(true),
@@ -487,6 +514,95 @@ impl SinkHandle {
         }
     }
 
+    /// Give this sink a disk spill (at start, before anything is offered). What a previous
+    /// run left in it is sent first.
+    pub fn set_spill(&self, spill: Spill) {
+        self.spilling.store(!spill.is_empty(), Ordering::Release);
+        *lock(&self.spill) = Some(spill);
+        if self.spilling.load(Ordering::Acquire) {
+            let mut q = lock(&self.queue);
+            self.refill(&mut q);
+        }
+    }
+
+    /// Append to the spill (with the queue locked): `Ok` if it took the observation.
+    fn spill_one(&self, env: &Envelope) -> Result<(), ()> {
+        let mut sp = lock(&self.spill);
+        let Some(spill) = sp.as_mut() else { return Err(()) };
+        match spill.append(&[&env.obs]) {
+            Ok(()) => {
+                self.spilling.store(true, Ordering::Release);
+                self.spilled_total.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                drop(sp);
+                self.stats.record_error(e.to_string());
+                Err(())
+            }
+        }
+    }
+
+    /// Move the oldest spilled observations into the queue while it is below half its
+    /// capacity (with the queue locked).
+    fn refill(&self, q: &mut VecDeque<Arc<Envelope>>) {
+        if !self.spilling.load(Ordering::Acquire) || q.len() >= self.capacity / 2 {
+            return;
+        }
+        let mut sp = lock(&self.spill);
+        let Some(spill) = sp.as_mut() else { return };
+        match spill.take(self.capacity - q.len()) {
+            Ok(obs) => q.extend(obs.into_iter().map(Envelope::new)),
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "reading the spill failed");
+                self.stats.record_error(e.to_string());
+            }
+        }
+        self.spilling.store(!spill.is_empty(), Ordering::Release);
+        self.queue_gauge.set(q.len() as i64);
+    }
+
+    /// Flush the spill's buffered appends to the file system (called every few seconds).
+    pub fn flush_spill(&self) {
+        if let Some(spill) = lock(&self.spill).as_mut() {
+            if let Err(e) = spill.flush() {
+                self.stats.record_error(e.to_string());
+            }
+        }
+    }
+
+    /// At shutdown: write what the queue still holds to the front of the spill, so the next
+    /// run sends it first. Returns how many observations were kept that way.
+    pub fn spill_remaining(&self) -> usize {
+        let mut q = lock(&self.queue);
+        let mut sp = lock(&self.spill);
+        let Some(spill) = sp.as_mut() else { return 0 };
+        let held: Vec<Arc<Envelope>> = q.drain(..).collect();
+        let obs: Vec<&Observation> = held.iter().map(|e| &e.obs).collect();
+        let kept = match spill.prepend(&obs).and_then(|()| spill.flush()) {
+            Ok(()) => obs.len(),
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "could not spill the queue at shutdown");
+                q.extend(held);
+                0
+            }
+        };
+        self.queue_gauge.set(q.len() as i64);
+        kept
+    }
+
+    /// The spill's state, if configured.
+    pub fn spill_snapshot(&self) -> Option<SpillSnapshot> {
+        lock(&self.spill).as_ref().map(|s| SpillSnapshot {
+            dir: s.dir().display().to_string(),
+            records: s.len(),
+            bytes: s.bytes(),
+            max_bytes: s.max_bytes(),
+            spilled_total: self.spilled_total.load(Ordering::Relaxed),
+            corrupt: s.corrupt,
+        })
+    }
+
     /// Do sensors offer their observations to this sink ([`super::SinkSet::offer`])?
     pub fn offers_to_sensors(&self) -> bool {
         self.sensors.load(Ordering::Relaxed)
@@ -499,6 +615,15 @@ impl SinkHandle {
     pub fn offer(&self, env: Arc<Envelope>) -> bool {
         let dropped = {
             let mut q = lock(&self.queue);
+            // With a spill, what does not fit (or arrives while the spill holds older ones)
+            // goes to disk; envelopes someone waits on (a consumer's) never do: their broker
+            // keeps them.
+            let full = q.len() >= self.capacity || self.spilling.load(Ordering::Acquire);
+            if full && env.ack.is_none() && self.spill_one(&env).is_ok() {
+                drop(q);
+                self.wake();
+                return true;
+            }
             let dropped = if q.len() < self.capacity {
                 q.push_back(env);
                 None
@@ -534,6 +659,10 @@ impl SinkHandle {
     /// later offers are dropped without waiting.
     pub async fn offer_wait(&self, env: Arc<Envelope>) -> bool {
         let Overflow::Block { timeout } = self.overflow() else { return self.offer(env) };
+        // A spill takes what does not fit: nothing to wait for.
+        if lock(&self.spill).is_some() {
+            return self.offer(env);
+        }
         let env = match self.try_push(env) {
             Ok(()) => return true,
             Err(env) => env,
@@ -619,6 +748,7 @@ impl SinkHandle {
         let mut q = lock(&self.queue);
         let n = max.min(q.len());
         let out: Vec<_> = q.drain(..n).collect();
+        self.refill(&mut q);
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if n > 0 {
@@ -631,9 +761,11 @@ impl SinkHandle {
     /// that [`is_drained`](Self::is_drained) never misses them).
     pub fn take_in_flight(&self, max: usize) -> Vec<Arc<Envelope>> {
         let mut q = lock(&self.queue);
+        self.refill(&mut q);
         let n = max.min(q.len());
         let out: Vec<_> = q.drain(..n).collect();
         self.in_flight.store(out.len() as u64, Ordering::Relaxed);
+        self.refill(&mut q);
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if n > 0 {
@@ -646,10 +778,15 @@ impl SinkHandle {
     /// then sets the exact in-flight count).
     pub fn pop(&self) -> Option<Arc<Envelope>> {
         let mut q = lock(&self.queue);
+        if q.is_empty() {
+            self.refill(&mut q);
+        }
         let e = q.pop_front();
         if e.is_some() {
             self.in_flight.fetch_add(1, Ordering::Relaxed);
         }
+        // Keep the queue fed from the spill, so that "nothing queued" means nothing waits.
+        self.refill(&mut q);
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if e.is_some() {
@@ -671,6 +808,30 @@ impl SinkHandle {
             for e in items.into_iter().rev() {
                 q.push_front(e);
             }
+            // With a spill, the newest beyond capacity go to the front of the spill (they
+            // are older than what it holds); without, the policy drops.
+            let mut sp = lock(&self.spill);
+            if let Some(spill) = sp.as_mut() {
+                let mut over = Vec::new();
+                while q.len() > self.capacity {
+                    over.extend(q.pop_back());
+                }
+                over.reverse();
+                let obs: Vec<&Observation> = over.iter().filter(|e| e.ack.is_none()).map(|e| &e.obs).collect();
+                match spill.prepend(&obs) {
+                    Ok(()) => {
+                        if !obs.is_empty() {
+                            self.spilling.store(true, Ordering::Release);
+                        }
+                        dropped.extend(over.into_iter().filter(|e| e.ack.is_some()));
+                    }
+                    Err(e) => {
+                        tracing::error!(sink = %self.name, error = %e, "spilling requeued observations failed");
+                        dropped.extend(over);
+                    }
+                }
+            }
+            drop(sp);
             let oldest = self.overflow.load(Ordering::Relaxed) == 0;
             while q.len() > self.capacity {
                 dropped.extend(if oldest { q.pop_front() } else { q.pop_back() });
@@ -699,9 +860,9 @@ impl SinkHandle {
         self.in_flight.load(Ordering::Relaxed) as usize
     }
 
-    /// Nothing queued and nothing awaiting acknowledgement.
+    /// Nothing queued, nothing spilled and nothing awaiting acknowledgement.
     pub fn is_drained(&self) -> bool {
-        self.queue_len() == 0 && self.in_flight() == 0
+        self.queue_len() == 0 && self.in_flight() == 0 && !self.spilling.load(Ordering::Acquire)
     }
 
     pub fn attach(&self, actor: Option<ActorRef<SinkMsg>>) {
@@ -748,6 +909,7 @@ impl SinkHandle {
                 _ => None,
             },
             active_faults: self.faults.active_ids(),
+            spill: self.spill_snapshot(),
             last_error_at_unix_ms: err.as_ref().map(|e| e.1),
             last_error: err.map(|e| e.0),
             last_success_at_unix_ms: self.stats.last_success_ms(),
