@@ -25,6 +25,8 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration.
     PrintConfig,
+    /// Run benchmark scenarios: one JSON line per scenario on stdout, a summary on stderr.
+    Bench(twin_runtime::bench::BenchArgs),
 }
 
 fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
@@ -37,6 +39,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run { config: None }) {
+        Command::Bench(args) => twin_runtime::bench::main(args),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS

@@ -82,6 +82,16 @@ impl Registry {
         })
     }
 
+    /// How many twins have emitted at least one observation.
+    pub fn ticked(&self) -> usize {
+        self.twins.iter().filter(|e| e.twin.seq() > 0).count()
+    }
+
+    /// Observations emitted by all twins together (the sum of their sequence numbers).
+    pub fn observations(&self) -> u64 {
+        self.twins.iter().map(|e| e.twin.seq()).sum()
+    }
+
     pub fn len(&self) -> usize {
         self.twins.len()
     }

@@ -11,7 +11,7 @@ use supervision::{
     ChildSpec, Restart, SupervisionObserver, Supervisor, SupervisorArgs, SupervisorSpec, SupervisorStats,
 };
 
-use super::{SensorActor, SensorArgs, SensorContext};
+use super::{District, SensorActor, SensorArgs, SensorContext, SensorSlot};
 use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::SensorConfig;
 
@@ -89,7 +89,7 @@ pub fn twins_supervisor(
             Some(stats.clone()),
             Arc::default(),
         ));
-        let mut children = Vec::with_capacity(members.len());
+        let mut slots = Vec::with_capacity(members.len());
         for s in members {
             let sensor_entry = dir.add(ActorEntry::new(
                 format!("{path}/{}", s.id),
@@ -100,14 +100,16 @@ pub fn twins_supervisor(
                 None,
                 Arc::default(),
             ));
-            children.push(sensor_child(s, ctx, sensor_entry));
+            slots.push(SensorSlot { entry: sensor_entry, interval: s.interval, kind: s.kind });
         }
+        let shared = District::new(district.clone(), ctx.clone(), slots);
         let spec = spec_of(&format!("district:{district}"));
         let observer = observer.clone();
-        let children = Arc::new(children);
+        // The sensors' child specs are made when the district supervisor (re)starts, from
+        // what the district shares: nothing per sensor is kept beside it.
         districts.push(supervisor_child(entry, move || SupervisorArgs {
             spec: spec.clone(),
-            children: children.as_ref().clone(),
+            children: sensor_children(&shared),
             observer: Some(observer.clone()),
             stats: stats.clone(),
         }));
@@ -123,13 +125,17 @@ pub fn twins_supervisor(
     (child, tree)
 }
 
+/// The child specs of a district's sensor actors, in the district's order.
+fn sensor_children(district: &Arc<District>) -> Vec<ChildSpec> {
+    (0..district.sensors.len() as u32).map(|i| sensor_child(district, i)).collect()
+}
+
 /// The child spec of one sensor actor.
-fn sensor_child(sensor: &SensorConfig, ctx: &SensorContext, entry: Arc<ActorEntry>) -> ChildSpec {
-    let id = sensor.id.clone();
-    let interval = sensor.interval;
-    let ctx = ctx.clone();
-    ChildSpec::new(sensor.id.clone(), "sensor", Restart::Permanent, move |sup| {
-        let args = SensorArgs { id: id.clone(), interval, ctx: ctx.clone(), entry: entry.clone() };
+fn sensor_child(district: &Arc<District>, index: u32) -> ChildSpec {
+    let id = district.sensors[index as usize].entry.name.clone();
+    let district = district.clone();
+    ChildSpec::new(id, "sensor", Restart::Permanent, move |sup| {
+        let args = SensorArgs { district: district.clone(), index };
         async move {
             let (actor, _) = Actor::spawn_linked(None, SensorActor, args, sup).await?;
             Ok(actor.get_cell())
