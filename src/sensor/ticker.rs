@@ -26,8 +26,10 @@ use super::{District, SensorMsg};
 
 /// Ticks sent per turn before the task yields to others.
 const TURN: usize = 1024;
-/// How soon a sensor still busy with its last message is looked at again (at most).
-const BUSY_RETRY: Duration = Duration::from_millis(5);
+/// How soon a sensor still busy with its last message is looked at again: a sixteenth of
+/// its interval, within these bounds (a busy sensor must not keep the ticker busy).
+const BUSY_RETRY_MIN: Duration = Duration::from_millis(1);
+const BUSY_RETRY_MAX: Duration = Duration::from_millis(500);
 
 struct Slot {
     actor: Option<ActorRef<SensorMsg>>,
@@ -147,7 +149,6 @@ async fn run(district: Weak<District>) {
                 return;
             }
             let mut sent = 0;
-            let busy_retry = nanos(BUSY_RETRY);
             while let Some(&Reverse((due, index, generation))) = w.heap.peek() {
                 if due > now || sent >= TURN {
                     break;
@@ -163,7 +164,8 @@ async fn run(district: Weak<District>) {
                 let mailbox = &sensor.entry.mailbox;
                 if mailbox.depth() > 0 {
                     // Still busy with its last message: look again soon, keep the schedule.
-                    let again = now + busy_retry.min(interval);
+                    let retry = (interval / 16).clamp(nanos(BUSY_RETRY_MIN), nanos(BUSY_RETRY_MAX));
+                    let again = now + retry;
                     w.heap.push(Reverse((again, index, generation)));
                     continue;
                 }

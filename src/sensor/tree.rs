@@ -15,6 +15,10 @@ use super::{District, SensorActor, SensorArgs, SensorContext, SensorSlot};
 use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::SensorConfig;
 
+/// How many children the twins and district supervisors start at once: their children
+/// (districts, sensors) are independent of each other.
+const START_CONCURRENCY: usize = 64;
+
 /// The supervisors' shared views, for readers (inspection, tests).
 #[derive(Clone, Default)]
 pub struct TwinsTree {
@@ -66,7 +70,7 @@ pub fn twins_supervisor(
         twins_path.clone(),
         "twins".into(),
         ActorKind::Supervisor,
-        Some(parent.to_string()),
+        Some(parent.into()),
         Some(parent_stats.clone()),
         Some(tree.twins.clone()),
         Arc::default(),
@@ -84,18 +88,19 @@ pub fn twins_supervisor(
             path.clone(),
             district.clone(),
             ActorKind::Supervisor,
-            Some(twins_path.clone()),
+            Some(twins_path.as_str().into()),
             Some(tree.twins.clone()),
             Some(stats.clone()),
             Arc::default(),
         ));
         let mut slots = Vec::with_capacity(members.len());
+        let parent: Arc<str> = path.as_str().into();
         for s in members {
             let sensor_entry = dir.add(ActorEntry::new(
                 format!("{path}/{}", s.id),
                 s.id.clone(),
                 ActorKind::Sensor,
-                Some(path.clone()),
+                Some(parent.clone()),
                 Some(stats.clone()),
                 None,
                 Arc::default(),
@@ -103,7 +108,7 @@ pub fn twins_supervisor(
             slots.push(SensorSlot { entry: sensor_entry, interval: s.interval, kind: s.kind });
         }
         let shared = District::new(district.clone(), ctx.clone(), slots);
-        let spec = spec_of(&format!("district:{district}"));
+        let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of(&format!("district:{district}")) };
         let observer = observer.clone();
         // The sensors' child specs are made when the district supervisor (re)starts, from
         // what the district shares: nothing per sensor is kept beside it.
@@ -115,7 +120,7 @@ pub fn twins_supervisor(
         }));
     }
     let twins_stats = tree.twins.clone();
-    let spec = spec_of("twins");
+    let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of("twins") };
     let child = supervisor_child(twins_entry, move || SupervisorArgs {
         spec: spec.clone(),
         children: districts.clone(),

@@ -406,6 +406,7 @@ async fn escalation_is_handled_by_a_parent_supervisor_restarting_the_subtree() {
                 strategy: Strategy::OneForOne,
                 intensity: Intensity { max_restarts: 1, within: Duration::from_secs(60) },
                 backoff: fast(),
+                start_concurrency: 1,
             },
             children: vec![
                 worker_spec(p, "aq-01", Restart::Permanent, sensor_probe.clone()),
