@@ -87,9 +87,9 @@ impl Registry {
 
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
-        self.twins.entry(spec.id.clone()).or_insert_with(|| {
-            Box::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval })
-        });
+        self.twins
+            .entry(spec.id.clone())
+            .or_insert_with(|| Box::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval }));
     }
 
     /// Step a twin: `at` maps the next sequence number to its simulated time.

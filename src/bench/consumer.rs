@@ -202,7 +202,9 @@ async fn commit(State(p): State<Shared>, Path((_g, _id)): Path<(String, String)>
     };
     let mut c = p.committed.lock().unwrap_or_else(|e| e.into_inner());
     for part in v.get("partitions").and_then(Value::as_array).into_iter().flatten() {
-        if let (Some(t), Some(o)) = (part.get("topic").and_then(Value::as_str), part.get("offset").and_then(Value::as_i64)) {
+        if let (Some(t), Some(o)) =
+            (part.get("topic").and_then(Value::as_str), part.get("offset").and_then(Value::as_i64))
+        {
             c.insert(t.to_string(), o);
         }
     }
@@ -340,10 +342,9 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
     let consumer = rt.consumer().cloned().ok_or("no consumer started")?;
     let deadline = Duration::from_secs(60 + records / 2_000);
-    let done = super::wait_for("the consumer to commit every record", deadline, || {
-        consumer.snapshot().committed >= records
-    })
-    .await;
+    let done =
+        super::wait_for("the consumer to commit every record", deadline, || consumer.snapshot().committed >= records)
+            .await;
     let secs = t.elapsed().as_secs_f64();
     let snap = consumer.snapshot();
     rt.shutdown().await;
@@ -362,7 +363,9 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
         report.errors.push(e);
     }
     if rows != direct.1 {
-        report.errors.push(format!("VictoriaMetrics stored {rows} rows from the consumer, {} posted directly", direct.1));
+        report
+            .errors
+            .push(format!("VictoriaMetrics stored {rows} rows from the consumer, {} posted directly", direct.1));
     }
     Ok(report)
 }

@@ -292,7 +292,8 @@ fn build_registry(config: &Config) -> Arc<crate::registry::Registry> {
     let reg = crate::registry::Registry::new();
     let at = chrono::Utc::now();
     for s in &config.sensors {
-        let spec = twins::SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+        let spec =
+            twins::SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
         reg.ensure(spec, config.runtime.seed, s.interval);
         reg.step(&s.id, |_| at);
     }
@@ -338,8 +339,10 @@ async fn spawn_supervised(config: &Config) -> Result<Vec<ActorRef<supervision::S
                 })
             })
             .collect();
-        let args =
-            SupervisorArgs::new(SupervisorSpec::new(format!("district:{d}"), supervision::Strategy::OneForOne), children);
+        let args = SupervisorArgs::new(
+            SupervisorSpec::new(format!("district:{d}"), supervision::Strategy::OneForOne),
+            children,
+        );
         let (s, _) = Actor::spawn(None, Supervisor, args).await.map_err(|e| e.to_string())?;
         sups.push(s);
     }

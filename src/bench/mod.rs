@@ -117,7 +117,9 @@ impl Report {
         let checks: Vec<Value> = self
             .checks
             .iter()
-            .map(|c| json!({"figure": c.figure, "value": round3(c.value), "op": c.op, "target": c.target, "ok": c.ok()}))
+            .map(
+                |c| json!({"figure": c.figure, "value": round3(c.value), "op": c.op, "target": c.target, "ok": c.ok()}),
+            )
             .collect();
         json!({
             "scenario": self.scenario,
@@ -357,11 +359,15 @@ impl Twins {
         sinks: crate::sinks::SinkSet,
         metrics: crate::metrics::Metrics,
     ) -> Result<Twins, String> {
-        use supervision::{Supervisor, SupervisorArgs, SupervisorSpec, Strategy};
+        use supervision::{Strategy, Supervisor, SupervisorArgs, SupervisorSpec};
         let registry = crate::registry::Registry::new();
         for s in &config.sensors {
-            let spec =
-                twins::SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+            let spec = twins::SensorSpec {
+                id: s.id.clone(),
+                kind: s.kind,
+                district: s.district.clone(),
+                location: s.location,
+            };
             registry.ensure(spec, config.runtime.seed, s.interval);
         }
         let clock = twins::SimClock::new(chrono::Utc::now(), config.runtime.speed).map_err(|e| e.to_string())?;

@@ -161,6 +161,15 @@ impl Counter {
         }
     }
 
+    /// The rate of `n` messages after `warm` ones: from when `warm` had arrived to when
+    /// `warm + n` had (or no more came for 10 s); returns (messages counted, seconds).
+    async fn measure(&self, base: u64, warm: u64, n: u64, first: Duration) -> (u64, f64) {
+        let (w, t0) = self.wait_for(base, warm, first).await;
+        let (total, t1) = self.wait_for(base, warm + n, Duration::from_secs(10)).await;
+        let got = total.saturating_sub(w);
+        (got, t1.duration_since(t0).as_secs_f64().max(1e-6))
+    }
+
     /// Wait until nothing arrived for `quiet`; returns the count.
     async fn settle(&self, quiet: Duration) -> u64 {
         let mut last = self.get();
@@ -220,17 +229,23 @@ async fn run_mosquitto_pub(b: &Broker, c: &Counter, qos: u8, payload: &str, warm
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot run mosquitto_pub ({MOSQUITTO_MISSING}): {e}"))?;
-    let (w, _) = c.wait_for(base, warm, Duration::from_secs(10)).await;
-    let t0 = Instant::now();
-    let (got, t1) = c.wait_for(base + w, n, Duration::from_secs(10)).await;
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(10)).await;
     let _ = tokio::task::spawn_blocking(move || child.wait()).await;
     let received = c.settle(Duration::from_millis(300)).await - base;
     let _ = std::fs::remove_file(&file);
-    Ok(Run { rate: got as f64 / t1.duration_since(t0).as_secs_f64().max(1e-9), received, sent: warm + n })
+    Ok(Run { rate: got as f64 / secs, received, sent: warm + n })
 }
 
 /// A bare rumqttc client: one task publishing, one polling the event loop.
-async fn run_rumqttc(b: &Broker, c: &Counter, qos: u8, payload: &[u8], inflight: u16, warm: u64, n: u64) -> Result<Run, String> {
+async fn run_rumqttc(
+    b: &Broker,
+    c: &Counter,
+    qos: u8,
+    payload: &[u8],
+    inflight: u16,
+    warm: u64,
+    n: u64,
+) -> Result<Run, String> {
     let mut opts = MqttOptions::new(format!("bench-rumqttc-{qos}"), "127.0.0.1", b.port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_inflight(inflight);
@@ -254,16 +269,14 @@ async fn run_rumqttc(b: &Broker, c: &Counter, qos: u8, payload: &[u8], inflight:
         }
         client
     });
-    let (w, _) = c.wait_for(base, warm, Duration::from_secs(10)).await;
-    let t0 = Instant::now();
-    let (got, t1) = c.wait_for(base + w, n, Duration::from_secs(10)).await;
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(10)).await;
     let client = publisher.await.map_err(|e| e.to_string())?;
     let received = c.settle(Duration::from_millis(300)).await - base;
     let _ = client.disconnect().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     done.store(true, Ordering::Relaxed);
     poller.abort();
-    Ok(Run { rate: got as f64 / t1.duration_since(t0).as_secs_f64().max(1e-9), received, sent: warm + n })
+    Ok(Run { rate: got as f64 / secs, received, sent: warm + n })
 }
 
 /// The twins through the runtime (its MQTT sink), offered `offered` messages per second.
@@ -289,16 +302,11 @@ async fn run_twins(
     let config = Config::parse(&text, "bench mqtt", &[]).map_err(|e| e.to_string())?;
     let base = c.get();
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
-    let (w, _) = c.wait_for(base, warm, Duration::from_secs(30)).await;
-    let t0 = Instant::now();
-    let (got, t1) = c.wait_for(base + w, n, Duration::from_secs(10)).await;
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(30)).await;
     let report = rt.shutdown().await;
     let received = c.settle(Duration::from_millis(300)).await - base;
     let sink = report.sinks.first().ok_or("no sink in the report")?;
-    Ok((
-        Run { rate: got as f64 / t1.duration_since(t0).as_secs_f64().max(1e-9), received, sent: sink.sent },
-        sink.dropped,
-    ))
+    Ok((Run { rate: got as f64 / secs, received, sent: sink.sent }, sink.dropped))
 }
 
 pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {

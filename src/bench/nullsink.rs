@@ -42,7 +42,12 @@ impl Actor for NullSink {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<SinkMsg>, msg: SinkMsg, s: &mut NullSinkState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<SinkMsg>,
+        msg: SinkMsg,
+        s: &mut NullSinkState,
+    ) -> Result<(), ActorProcessingErr> {
         let h = &s.args.handle;
         h.mailbox.handled();
         match msg {

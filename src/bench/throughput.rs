@@ -78,10 +78,12 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
 
     let generated = || total_generated(&metrics);
     latency.reset();
-    let (s0, g0, d0, b0) = (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
+    let (s0, g0, d0, b0) =
+        (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
     let t0 = Instant::now();
     tokio::time::sleep(duration).await;
-    let (s1, g1, d1, b1) = (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
+    let (s1, g1, d1, b1) =
+        (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
     let secs = t0.elapsed().as_secs_f64();
     running.stop().await;
     sink.stop(None);

@@ -204,7 +204,9 @@ impl Actor for SensorActor {
         match msg {
             SensorMsg::Tick => return state.tick(),
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
-            SensorMsg::Fail(reason) => return Err(format!("fault injected into sensor {}: {reason}", state.id()).into()),
+            SensorMsg::Fail(reason) => {
+                return Err(format!("fault injected into sensor {}: {reason}", state.id()).into())
+            }
             SensorMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
