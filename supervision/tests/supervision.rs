@@ -593,8 +593,8 @@ async fn concurrent_start_runs_every_child_keeps_spec_order_and_still_fails_on_o
         .enumerate()
         .map(|(i, probe)| worker_spec(p, &format!("c{i:02}"), Restart::Permanent, probe.clone()))
         .collect();
-    let spec = supervision::SupervisorSpec { start_concurrency: 8, ..spec(p, Strategy::OneForOne, 3, fast()) };
-    let (sup, handle, stats) = start(spec, children).await;
+    let sup_spec = supervision::SupervisorSpec { start_concurrency: 8, ..spec(p, Strategy::OneForOne, 3, fast()) };
+    let (sup, handle, stats) = start(sup_spec, children).await;
     // Started means every child spawned and was registered.
     let snap = stats.snapshot();
     let names: Vec<&str> = snap.children.iter().map(|c| c.id.as_str()).collect();
@@ -623,8 +623,8 @@ async fn concurrent_start_runs_every_child_keeps_spec_order_and_still_fails_on_o
             Err(ractor::SpawnErr::StartupFailed("no twin".into()))
         }),
     );
-    let spec = supervision::SupervisorSpec { start_concurrency: 4, ..spec(q, Strategy::OneForOne, 3, fast()) };
-    let err = Actor::spawn(None, Supervisor, SupervisorArgs::new(spec, children)).await.expect_err("must fail");
+    let sup_spec = supervision::SupervisorSpec { start_concurrency: 4, ..spec(q, Strategy::OneForOne, 3, fast()) };
+    let err = Actor::spawn(None, Supervisor, SupervisorArgs::new(sup_spec, children)).await.expect_err("must fail");
     assert!(err.to_string().contains("broken") && err.to_string().contains("no twin"), "{err}");
     wait_until("started ones stopped", T, || good.iter().all(|g| g.starts() == g.stops())).await;
 }
