@@ -99,8 +99,9 @@ pub struct ActorEntry {
     /// Its id among its parent's children (the sensor id, the sink's `mqtt:name`...).
     pub name: String,
     pub kind: ActorKind,
-    pub parent: Option<String>,
-    children: RwLock<Vec<String>>,
+    /// Shared by all children of one parent (a district has up to a million).
+    pub parent: Option<Arc<str>>,
+    children: RwLock<Vec<Arc<ActorEntry>>>,
     pub mailbox: Arc<Mailbox>,
     /// The parent supervisor's view, where its restarts and failures are recorded.
     pub parent_stats: Option<SupervisorStats>,
@@ -115,7 +116,7 @@ impl ActorEntry {
         path: String,
         name: String,
         kind: ActorKind,
-        parent: Option<String>,
+        parent: Option<Arc<str>>,
         parent_stats: Option<SupervisorStats>,
         own_stats: Option<SupervisorStats>,
         mailbox: Arc<Mailbox>,
@@ -156,16 +157,32 @@ impl ActorEntry {
     }
 
     pub fn children(&self) -> Vec<String> {
-        self.children.read().map(|c| c.clone()).unwrap_or_default()
+        self.children.read().map(|c| c.iter().map(|e| e.path.clone()).collect()).unwrap_or_default()
     }
 
     /// The first `max` children, and how many there are.
     pub fn children_head(&self, max: usize) -> (Vec<String>, usize) {
-        self.children.read().map(|c| (c.iter().take(max).cloned().collect(), c.len())).unwrap_or_default()
+        self.children
+            .read()
+            .map(|c| (c.iter().take(max).map(|e| e.path.clone()).collect(), c.len()))
+            .unwrap_or_default()
     }
 
     pub fn cell(&self) -> Option<ActorCell> {
         self.cell.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Whether it runs, and its restarts: the cheap part of [`info`](Self::info), for
+    /// summaries over many actors.
+    pub fn brief(&self) -> (bool, u32) {
+        let child = self.parent_stats.as_ref().and_then(|s| s.child_brief(&self.name));
+        match child {
+            Some((status, restarts)) if !matches!(status, ChildStatus::Running | ChildStatus::Starting) => {
+                (false, restarts)
+            }
+            Some((_, restarts)) => (self.cell().is_some_and(|c| c.get_status() == ActorStatus::Running), restarts),
+            None => (self.cell().is_some_and(|c| c.get_status() == ActorStatus::Running), 0),
+        }
     }
 
     /// The actor as the inspection API shows it.
@@ -197,7 +214,7 @@ impl ActorEntry {
             name: self.name.clone(),
             kind: self.kind,
             status,
-            parent: self.parent.clone(),
+            parent: self.parent.as_deref().map(String::from),
             children,
             children_total,
             restarts,
@@ -268,12 +285,12 @@ impl Directory {
     /// Add an entry under its parent (which must have been added before it).
     pub fn add(&mut self, entry: ActorEntry) -> Arc<ActorEntry> {
         let path = entry.path.clone();
-        if let Some(parent) = entry.parent.as_ref().and_then(|p| self.index.get(p).copied()) {
+        let entry = Arc::new(entry);
+        if let Some(parent) = entry.parent.as_deref().and_then(|p| self.index.get(p).copied()) {
             if let Ok(mut c) = self.order[parent].children.write() {
-                c.push(path.clone());
+                c.push(entry.clone());
             }
         }
-        let entry = Arc::new(entry);
         self.index.insert(path, self.order.len());
         self.order.push(entry.clone());
         entry
@@ -321,7 +338,7 @@ mod tests {
                 p.into(),
                 p.into(),
                 ActorKind::Supervisor,
-                parent.map(String::from),
+                parent.map(Arc::from),
                 None,
                 None,
                 Arc::default(),

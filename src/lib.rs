@@ -20,8 +20,10 @@
 //! - [`metrics`]: the Prometheus metrics (`simulator_*`).
 //! - [`broker`]: the embedded MQTT broker of the default configuration.
 //! - [`telemetry`]: logging set-up.
+//! - [`bench`]: `twinrt bench`, the benchmark harness.
 
 pub mod actors;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod consumer;

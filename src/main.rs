@@ -38,6 +38,8 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the embedded default configuration.
     PrintConfig,
+    /// Run benchmark scenarios: one JSON line per scenario on stdout, a summary on stderr.
+    Bench(twin_runtime::bench::BenchArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = Command::Run { config: None, scenario: None, duration: None, report_json: None };
     match cli.command.unwrap_or(default) {
+        Command::Bench(args) => twin_runtime::bench::main(args),
         Command::PrintConfig => {
             print!("{DEFAULT_TOML}");
             ExitCode::SUCCESS

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub actor_restarts: IntCounterVec,
     pub twins_running: IntGauge,
     pub distributor_messages: IntCounterVec,
+    /// How late sensors handle their ticks (handling time minus the schedule's due time).
+    pub tick_lateness: prometheus::Histogram,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -54,6 +56,17 @@ impl Metrics {
         let twins_running = IntGauge::new("simulator_twins_running", "Sensor twin actors currently running")
             .expect("static metric definition");
         r.register(Box::new(twins_running.clone())).expect("metric registered once");
+        let tick_lateness = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "simulator_tick_lateness_seconds",
+                "How late sensors handle their ticks, from the time their schedule says",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("static metric definition");
+        r.register(Box::new(tick_lateness.clone())).expect("metric registered once");
         #[cfg(target_os = "linux")]
         {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
@@ -131,6 +144,7 @@ impl Metrics {
             actor_restarts,
             publish_latency,
             twins_running,
+            tick_lateness,
             registry: r,
         }
     }

@@ -10,15 +10,55 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use serde::Serialize;
-use twins::{SensorSpec, Twin};
+use twins::{Observation, SensorSpec, Twin};
 
 use crate::sinks::Envelope;
 
 pub struct TwinEntry {
     pub twin: Twin,
-    pub last: Option<Arc<Envelope>>,
+    /// The last observation, compact: its time and values (the rest is the twin's spec and
+    /// sequence number). Not the envelope itself: a twin keeps no strings of its own twice.
+    pub last: Option<LastObservation>,
     /// Real-time interval between observations.
     pub interval: std::time::Duration,
+}
+
+/// The most quantities a sensor kind has.
+const MAX_VALUES: usize = 8;
+
+/// What a twin keeps of its last observation.
+#[derive(Debug, Clone, Copy)]
+pub struct LastObservation {
+    pub observed_at: DateTime<Utc>,
+    len: u8,
+    values: [f64; MAX_VALUES],
+}
+
+impl LastObservation {
+    fn of(obs: &Observation) -> LastObservation {
+        let mut values = [0.0; MAX_VALUES];
+        let len = obs.values.len().min(MAX_VALUES);
+        values[..len].copy_from_slice(&obs.values[..len]);
+        LastObservation { observed_at: obs.observed_at, len: len as u8, values }
+    }
+
+    pub fn values(&self) -> &[f64] {
+        &self.values[..usize::from(self.len)]
+    }
+
+    /// The observation again, as the sinks got it.
+    pub fn observation(&self, twin: &Twin) -> Observation {
+        let spec = twin.spec();
+        Observation {
+            sensor_id: spec.id.clone(),
+            kind: spec.kind,
+            seq: twin.seq(),
+            observed_at: self.observed_at,
+            location: spec.location,
+            district: spec.district.clone(),
+            values: self.values().to_vec(),
+        }
+    }
 }
 
 /// What a reader sees of a twin.
@@ -33,9 +73,11 @@ pub struct TwinView {
     pub interval_ms: u64,
 }
 
+/// Entries are boxed: a hash table is up to half empty after it grows, and an empty slot
+/// then costs a pointer, not a whole twin.
 #[derive(Default)]
 pub struct Registry {
-    twins: DashMap<String, TwinEntry>,
+    twins: DashMap<String, Box<TwinEntry>, rustc_hash::FxBuildHasher>,
 }
 
 impl Registry {
@@ -45,11 +87,9 @@ impl Registry {
 
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
-        self.twins.entry(spec.id.clone()).or_insert_with(|| TwinEntry {
-            twin: Twin::new(spec, seed),
-            last: None,
-            interval,
-        });
+        self.twins
+            .entry(spec.id.clone())
+            .or_insert_with(|| Box::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval }));
     }
 
     /// Step a twin: `at` maps the next sequence number to its simulated time.
@@ -57,9 +97,8 @@ impl Registry {
         let mut entry = self.twins.get_mut(id)?;
         let next = entry.twin.seq() + 1;
         let obs = entry.twin.step(at(next));
-        let env = Envelope::new(obs);
-        entry.last = Some(env.clone());
-        Some(env)
+        entry.last = Some(LastObservation::of(&obs));
+        Some(Envelope::new(obs))
     }
 
     /// The district of a twin (its actor lives at `root/twins/{district}/{id}`).
@@ -77,9 +116,22 @@ impl Registry {
             spec: e.twin.spec().clone(),
             seq: e.twin.seq(),
             state: e.twin.state().clone(),
-            last_observation: e.last.as_ref().and_then(|l| serde_json::from_slice(&l.obs.to_mqtt_json()).ok()),
+            last_observation: e
+                .last
+                .as_ref()
+                .and_then(|l| serde_json::from_slice(&l.observation(&e.twin).to_mqtt_json()).ok()),
             interval_ms: e.interval.as_millis() as u64,
         })
+    }
+
+    /// How many twins have emitted at least one observation.
+    pub fn ticked(&self) -> usize {
+        self.twins.iter().filter(|e| e.twin.seq() > 0).count()
+    }
+
+    /// Observations emitted by all twins together (the sum of their sequence numbers).
+    pub fn observations(&self) -> u64 {
+        self.twins.iter().map(|e| e.twin.seq()).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -101,5 +153,33 @@ impl Registry {
         let mut ids: Vec<String> = self.twins.iter().map(|e| e.key().clone()).collect();
         ids.sort();
         ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_fits_the_compact_last_observation() {
+        for k in twins::SensorKind::ALL {
+            assert!(k.quantities().len() <= MAX_VALUES, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn the_last_observation_reads_back_as_emitted() {
+        let r = Registry::new();
+        let spec = SensorSpec {
+            id: "w-1".into(),
+            kind: twins::SensorKind::Weather,
+            district: "Fort-de-France".into(),
+            location: twins::GeoPoint { lat: 14.6, lon: -61.07 },
+        };
+        r.ensure(spec, 7, std::time::Duration::from_secs(5));
+        let env = r.step("w-1", |_| chrono::Utc::now()).expect("twin exists");
+        let view = r.view("w-1").expect("twin exists");
+        let expected: serde_json::Value = serde_json::from_slice(&env.obs.to_mqtt_json()).expect("valid JSON");
+        assert_eq!(view.last_observation, Some(expected));
     }
 }

@@ -173,7 +173,7 @@ struct MetricsObserver {
 
 impl SupervisionObserver for MetricsObserver {
     fn child_restarted(&self, supervisor: &str, child: &ChildSnapshot) {
-        self.metrics.actor_restarts.with_label_values(&[child.kind.as_str()]).inc();
+        self.metrics.actor_restarts.with_label_values(&[child.kind]).inc();
         tracing::info!(supervisor, child = %child.id, kind = %child.kind, restarts = child.restarts, "restarted");
     }
 
@@ -190,6 +190,7 @@ fn supervisor_spec(cfg: &SupervisionConfig, name: &str) -> Result<SupervisorSpec
         strategy: Strategy::OneForOne,
         intensity: Intensity { max_restarts: cfg.max_restarts, within: cfg.within },
         backoff,
+        start_concurrency: 1,
     })
 }
 

@@ -345,16 +345,17 @@ pub async fn sinks(State(s): State<AppState>) -> Json<Value> {
 /// summarised per district (a city may have a million).
 pub fn live_snapshot(s: &AppState) -> Value {
     let mut actors = Vec::new();
-    let mut districts: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
+    let mut districts: BTreeMap<std::sync::Arc<str>, (u64, u64, u64, u64)> = BTreeMap::new();
     for e in s.directory.entries() {
         match e.kind {
             ActorKind::Sensor => {
-                let info = e.info();
-                let d = districts.entry(e.parent.clone().unwrap_or_default()).or_default();
+                // What a summary needs, without building (and cloning) the whole info.
+                let (running, restarts) = e.brief();
+                let d = districts.entry(e.parent.clone().unwrap_or_else(|| std::sync::Arc::from(""))).or_default();
                 d.0 += 1;
-                d.1 += u64::from(info.status == "running");
-                d.2 += u64::from(info.restarts);
-                d.3 += info.queue_depth.unwrap_or(0);
+                d.1 += u64::from(running);
+                d.2 += u64::from(restarts);
+                d.3 += e.mailbox.depth();
             }
             _ => actors.push(e.info()),
         }
@@ -362,7 +363,7 @@ pub fn live_snapshot(s: &AppState) -> Value {
     let sensors: Vec<Value> = districts
         .into_iter()
         .map(|(parent, (n, running, restarts, depth))| {
-            json!({ "parent": parent, "sensors": n, "running": running, "restarts": restarts, "queue_depth": depth })
+            json!({ "parent": &*parent, "sensors": n, "running": running, "restarts": restarts, "queue_depth": depth })
         })
         .collect();
     let sinks: Vec<SinkSnapshot> = s.sinks.handles().iter().map(|h| h.snapshot()).collect();

@@ -9,6 +9,7 @@
 //! only on the seed, the start time and the configuration, never on scheduling jitter,
 //! and a restarted sensor continues the same schedule.
 
+pub mod ticker;
 pub mod tree;
 
 use std::sync::Arc;
@@ -16,15 +17,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use twins::SimClock;
+use twins::{SensorKind, SimClock};
 
 use crate::actors::ActorEntry;
 use crate::faults::{SensorFaults, TickFault};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::sinks::SinkSet;
+use ticker::Ticker;
 
 /// What every sensor actor shares.
 #[derive(Clone)]
@@ -41,7 +42,7 @@ pub struct SensorContext {
 
 #[derive(Debug)]
 pub enum SensorMsg {
-    /// Emit the next observation (sent by the actor's own timer).
+    /// Emit the next observation (sent by the district's ticker).
     Tick,
     /// Panic in the handler (fault injection and supervision tests).
     Panic(String),
@@ -53,34 +54,63 @@ pub enum SensorMsg {
     Ping(ractor::RpcReplyPort<()>),
 }
 
+/// One sensor of a district, as its actor (and every restart of it) is built.
+pub struct SensorSlot {
+    /// Its directory entry: its id is `entry.name`.
+    pub entry: Arc<ActorEntry>,
+    pub interval: Duration,
+    pub kind: SensorKind,
+}
+
+/// What the sensors of one district share: the context, their slots (indexed by the
+/// sensor's position in the district), the district's ticker, and per-kind counters (so no
+/// actor looks a label up).
+pub struct District {
+    pub name: String,
+    pub ctx: SensorContext,
+    pub sensors: Vec<SensorSlot>,
+    ticker: Ticker,
+    generated: Vec<prometheus::IntCounter>,
+}
+
+impl District {
+    pub fn new(name: String, ctx: SensorContext, sensors: Vec<SensorSlot>) -> Arc<District> {
+        let generated = SensorKind::ALL
+            .iter()
+            .map(|k| ctx.metrics.observations_generated.with_label_values(&[k.as_str()]))
+            .collect();
+        Arc::new(District { name, ticker: Ticker::new(sensors.len()), ctx, sensors, generated })
+    }
+
+    fn generated(&self, kind: SensorKind) -> &prometheus::IntCounter {
+        let i = SensorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        &self.generated[i]
+    }
+}
+
 pub struct SensorActor;
 
 pub struct SensorArgs {
-    pub id: String,
-    pub interval: Duration,
-    pub ctx: SensorContext,
-    /// Its entry in the actor directory (mailbox counters, live cell).
-    pub entry: Arc<ActorEntry>,
+    pub district: Arc<District>,
+    /// Its position in `district.sensors`.
+    pub index: u32,
 }
 
+/// The actor's own state: a reference to what its district shares, and its place in it.
 pub struct SensorState {
-    id: String,
-    interval: Duration,
+    district: Arc<District>,
+    index: u32,
     offset: Duration,
-    ctx: SensorContext,
-    entry: Arc<ActorEntry>,
-    timer: Option<JoinHandle<()>>,
-    running_gauge: prometheus::IntGauge,
-    generated: prometheus::IntCounter,
+    actor: Option<ractor::ActorId>,
 }
 
 impl Drop for SensorState {
     /// Runs however the actor ends (stop or panic).
     fn drop(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.abort();
+        if let Some(id) = self.actor {
+            self.district.ticker.detach(self.index, id);
         }
-        self.running_gauge.dec();
+        self.district.ctx.metrics.twins_running.dec();
     }
 }
 
@@ -97,14 +127,53 @@ pub fn phase_offset(id: &str, interval: Duration) -> Duration {
 }
 
 impl SensorState {
+    fn slot(&self) -> &SensorSlot {
+        &self.district.sensors[self.index as usize]
+    }
+
+    fn id(&self) -> &str {
+        &self.slot().entry.name
+    }
+
     /// Real-time offset from the start of observation `n` (1-based).
     fn due_offset(&self, n: u64) -> Duration {
-        self.offset + self.interval.saturating_mul(n.saturating_sub(1).min(u64::from(u32::MAX)) as u32)
+        self.offset + self.slot().interval.saturating_mul(n.saturating_sub(1).min(u64::from(u32::MAX)) as u32)
     }
 
     /// Simulated time of observation `n`.
     fn observed_at(&self, n: u64) -> DateTime<Utc> {
-        self.ctx.clock.sim_time(self.due_offset(n))
+        self.district.ctx.clock.sim_time(self.due_offset(n))
+    }
+
+    /// Emit the next observation: step the twin at its scheduled time, offer it to the
+    /// sinks, record how late the tick was handled.
+    /// Faults injected into the sensor (`silence`, `out_of_range`) apply here.
+    async fn tick(&self) -> Result<(), ActorProcessingErr> {
+        let now = Instant::now();
+        let ctx = &self.district.ctx;
+        let id = self.id();
+        let fault = ctx.faults.on_tick(id);
+        if fault == TickFault::Silence {
+            // Not stepped: the sequence does not advance, the schedule slides.
+            ctx.faults.skipped(id);
+            return Ok(());
+        }
+        let shift = ctx.faults.slot_shift(id);
+        let mut due = now;
+        let env = ctx.registry.step(id, |n| {
+            due = ctx.real_start + self.due_offset(n + shift);
+            self.observed_at(n + shift)
+        });
+        ctx.metrics.tick_lateness.observe(now.saturating_duration_since(due).as_secs_f64());
+        match env {
+            Some(env) => {
+                self.district.generated(self.slot().kind).inc();
+                let env = if fault == TickFault::OutOfRange { crate::faults::sensors::out_of_range(&env) } else { env };
+                ctx.sinks.offer(env).await;
+                Ok(())
+            }
+            None => Err(format!("sensor {}: twin vanished from the registry", self.id()).into()),
+        }
     }
 }
 
@@ -118,45 +187,28 @@ impl Actor for SensorActor {
         _myself: ActorRef<SensorMsg>,
         args: SensorArgs,
     ) -> Result<SensorState, ActorProcessingErr> {
-        if args.ctx.registry.seq(&args.id).is_none() {
-            return Err(format!("sensor {}: no twin in the registry", args.id).into());
+        let SensorArgs { district, index } = args;
+        let Some(slot) = district.sensors.get(index as usize) else {
+            return Err(format!("district {}: no sensor #{index}", district.name).into());
+        };
+        if district.ctx.registry.seq(&slot.entry.name).is_none() {
+            return Err(format!("sensor {}: no twin in the registry", slot.entry.name).into());
         }
-        let running_gauge = args.ctx.metrics.twins_running.clone();
-        running_gauge.inc();
-        let kind = args.ctx.registry.view(&args.id).map(|v| v.spec.kind.as_str()).unwrap_or("unknown");
-        let generated = args.ctx.metrics.observations_generated.with_label_values(&[kind]);
-        Ok(SensorState {
-            offset: phase_offset(&args.id, args.interval),
-            id: args.id,
-            interval: args.interval,
-            ctx: args.ctx,
-            entry: args.entry,
-            timer: None,
-            running_gauge,
-            generated,
-        })
+        district.ctx.metrics.twins_running.inc();
+        let offset = phase_offset(&slot.entry.name, slot.interval);
+        Ok(SensorState { district, index, offset, actor: None })
     }
 
     async fn post_start(&self, myself: ActorRef<SensorMsg>, state: &mut SensorState) -> Result<(), ActorProcessingErr> {
         // Continue the schedule from the twin's sequence number (a restart resumes it),
         // slid by the intervals an injected `silence` skipped.
-        let next = state.ctx.registry.seq(&state.id).unwrap_or(0) + 1 + state.ctx.faults.slot_shift(&state.id);
-        let first_due = state.ctx.real_start + state.due_offset(next);
-        let interval = state.interval;
-        state.entry.attach(myself.get_cell());
-        let mailbox = state.entry.mailbox.clone();
-        state.timer = Some(tokio::spawn(async move {
-            let mut due = first_due;
-            loop {
-                tokio::time::sleep_until(due).await;
-                mailbox.enqueue();
-                if myself.cast(SensorMsg::Tick).is_err() {
-                    mailbox.unenqueue();
-                    return; // the actor is gone
-                }
-                due += interval;
-            }
-        }));
+        let next = state.district.ctx.registry.seq(state.id()).unwrap_or(0)
+            + 1
+            + state.district.ctx.faults.slot_shift(state.id());
+        let due = state.due_offset(next);
+        state.slot().entry.attach(myself.get_cell());
+        state.actor = Some(myself.get_id());
+        Ticker::attach(&state.district, state.index, myself, due);
         Ok(())
     }
 
@@ -166,32 +218,13 @@ impl Actor for SensorActor {
         msg: SensorMsg,
         state: &mut SensorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.entry.mailbox.handled();
+        state.slot().entry.mailbox.handled();
         match msg {
-            SensorMsg::Tick => {
-                let fault = state.ctx.faults.on_tick(&state.id);
-                if fault == TickFault::Silence {
-                    // Not stepped: the sequence does not advance, the schedule slides.
-                    state.ctx.faults.skipped(&state.id);
-                    return Ok(());
-                }
-                let shift = state.ctx.faults.slot_shift(&state.id);
-                let env = state.ctx.registry.step(&state.id, |n| state.observed_at(n + shift));
-                match env {
-                    Some(env) => {
-                        state.generated.inc();
-                        let env = if fault == TickFault::OutOfRange {
-                            crate::faults::sensors::out_of_range(&env)
-                        } else {
-                            env
-                        };
-                        state.ctx.sinks.offer(env).await;
-                    }
-                    None => return Err(format!("sensor {}: twin vanished from the registry", state.id).into()),
-                }
+            SensorMsg::Tick => return state.tick().await,
+            SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
+            SensorMsg::Fail(reason) => {
+                return Err(format!("fault injected into sensor {}: {reason}", state.id()).into())
             }
-            SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id),
-            SensorMsg::Fail(reason) => return Err(format!("fault injected into sensor {}: {reason}", state.id).into()),
             SensorMsg::Stall(d) => tokio::time::sleep(d).await,
             SensorMsg::Ping(reply) => {
                 let _ = reply.send(());
@@ -199,6 +232,17 @@ impl Actor for SensorActor {
         }
         Ok(())
     }
+}
+
+/// The timers of `config`'s sensors alone, as the runtime keeps them (for the density
+/// benchmark's breakdown): one ticker per district, one slot and one due entry per sensor.
+pub fn bench_timers(config: &crate::config::Config) -> Box<dyn std::any::Any + Send> {
+    let mut by_district: std::collections::BTreeMap<&str, usize> = Default::default();
+    for s in &config.sensors {
+        *by_district.entry(s.district.as_str()).or_default() += 1;
+    }
+    let tickers: Vec<Ticker> = by_district.values().map(|n| Ticker::bench_filled(*n)).collect();
+    Box::new(tickers)
 }
 
 #[cfg(test)]

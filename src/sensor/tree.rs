@@ -11,9 +11,13 @@ use supervision::{
     ChildSpec, Restart, SupervisionObserver, Supervisor, SupervisorArgs, SupervisorSpec, SupervisorStats,
 };
 
-use super::{SensorActor, SensorArgs, SensorContext};
+use super::{District, SensorActor, SensorArgs, SensorContext, SensorSlot};
 use crate::actors::{ActorEntry, ActorKind, Directory};
 use crate::config::SensorConfig;
+
+/// How many children the twins and district supervisors start at once: their children
+/// (districts, sensors) are independent of each other.
+const START_CONCURRENCY: usize = 64;
 
 /// The supervisors' shared views, for readers (inspection, tests).
 #[derive(Clone, Default)]
@@ -66,7 +70,7 @@ pub fn twins_supervisor(
         twins_path.clone(),
         "twins".into(),
         ActorKind::Supervisor,
-        Some(parent.to_string()),
+        Some(parent.into()),
         Some(parent_stats.clone()),
         Some(tree.twins.clone()),
         Arc::default(),
@@ -84,36 +88,39 @@ pub fn twins_supervisor(
             path.clone(),
             district.clone(),
             ActorKind::Supervisor,
-            Some(twins_path.clone()),
+            Some(twins_path.as_str().into()),
             Some(tree.twins.clone()),
             Some(stats.clone()),
             Arc::default(),
         ));
-        let mut children = Vec::with_capacity(members.len());
+        let mut slots = Vec::with_capacity(members.len());
+        let parent: Arc<str> = path.as_str().into();
         for s in members {
             let sensor_entry = dir.add(ActorEntry::new(
                 format!("{path}/{}", s.id),
                 s.id.clone(),
                 ActorKind::Sensor,
-                Some(path.clone()),
+                Some(parent.clone()),
                 Some(stats.clone()),
                 None,
                 Arc::default(),
             ));
-            children.push(sensor_child(s, ctx, sensor_entry));
+            slots.push(SensorSlot { entry: sensor_entry, interval: s.interval, kind: s.kind });
         }
-        let spec = spec_of(&format!("district:{district}"));
+        let shared = District::new(district.clone(), ctx.clone(), slots);
+        let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of(&format!("district:{district}")) };
         let observer = observer.clone();
-        let children = Arc::new(children);
+        // The sensors' child specs are made when the district supervisor (re)starts, from
+        // what the district shares: nothing per sensor is kept beside it.
         districts.push(supervisor_child(entry, move || SupervisorArgs {
             spec: spec.clone(),
-            children: children.as_ref().clone(),
+            children: sensor_children(&shared),
             observer: Some(observer.clone()),
             stats: stats.clone(),
         }));
     }
     let twins_stats = tree.twins.clone();
-    let spec = spec_of("twins");
+    let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of("twins") };
     let child = supervisor_child(twins_entry, move || SupervisorArgs {
         spec: spec.clone(),
         children: districts.clone(),
@@ -123,13 +130,17 @@ pub fn twins_supervisor(
     (child, tree)
 }
 
+/// The child specs of a district's sensor actors, in the district's order.
+fn sensor_children(district: &Arc<District>) -> Vec<ChildSpec> {
+    (0..district.sensors.len() as u32).map(|i| sensor_child(district, i)).collect()
+}
+
 /// The child spec of one sensor actor.
-fn sensor_child(sensor: &SensorConfig, ctx: &SensorContext, entry: Arc<ActorEntry>) -> ChildSpec {
-    let id = sensor.id.clone();
-    let interval = sensor.interval;
-    let ctx = ctx.clone();
-    ChildSpec::new(sensor.id.clone(), "sensor", Restart::Permanent, move |sup| {
-        let args = SensorArgs { id: id.clone(), interval, ctx: ctx.clone(), entry: entry.clone() };
+fn sensor_child(district: &Arc<District>, index: u32) -> ChildSpec {
+    let id = district.sensors[index as usize].entry.name.clone();
+    let district = district.clone();
+    ChildSpec::new(id, "sensor", Restart::Permanent, move |sup| {
+        let args = SensorArgs { district: district.clone(), index };
         async move {
             let (actor, _) = Actor::spawn_linked(None, SensorActor, args, sup).await?;
             Ok(actor.get_cell())

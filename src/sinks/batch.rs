@@ -3,7 +3,8 @@
 //! hands them to a [`BatchService`], the only code that speaks the broker's protocol.
 //!
 //! Rules, in one place:
-//! - A batch is taken when `batch_size` entries wait, or `linger` after the first one.
+//! - A batch is taken when `batch_size` entries wait, or `linger` after the first one, or
+//!   at once when the producer waits for it (entries with an [`AckGroup`](super::AckGroup)).
 //! - [`SendError::Retriable`] (connection refused, timeout, 429, 5xx): the same batch is
 //!   sent again after a capped exponential backoff with jitter, keeping order; meanwhile
 //!   new observations wait in the bounded queue (oldest dropped and counted when full).
@@ -271,9 +272,11 @@ async fn work<S: BatchService>(
         while handle.queue_len() == 0 {
             notify.notified().await;
         }
-        if handle.queue_len() < settings.batch_size && !settings.linger.is_zero() {
+        // Not when the producer waits for what it queued (a consumer's fetched records):
+        // nothing more comes until these are stored.
+        if handle.queue_len() < settings.batch_size && !settings.linger.is_zero() && !handle.newest_is_awaited() {
             let deadline = tokio::time::Instant::now() + settings.linger;
-            while handle.queue_len() < settings.batch_size {
+            while handle.queue_len() < settings.batch_size && !handle.newest_is_awaited() {
                 if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
                     break;
                 }

@@ -51,6 +51,10 @@ pub struct MqttSinkState {
     io: JoinHandle<()>,
     connected: bool,
     retry_scheduled: bool,
+    /// A publish is waiting for room in the client's request channel (handed over by a
+    /// task that wakes the actor when it went through): nothing else is handed over
+    /// meanwhile, so order is kept.
+    blocked: Arc<std::sync::atomic::AtomicBool>,
     actor_id: ractor::ActorId,
     /// Injected faults: no publishing before this instant (a refused send's backoff or a
     /// send's added latency); the next one is already scheduled.
@@ -172,6 +176,7 @@ impl Actor for MqttSink {
             io,
             connected: false,
             retry_scheduled: false,
+            blocked: Arc::default(),
             actor_id,
             hold_until: None,
             release_one: false,
@@ -253,7 +258,7 @@ impl MqttSinkState {
     /// Hand queued observations to the client while connected and while it takes them.
     fn pump(&mut self, myself: &ActorRef<SinkMsg>) {
         self.handle.woken();
-        if !self.connected {
+        if !self.connected || self.blocked.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         let Some(conn) = lock(&self.current).clone() else { return };
@@ -293,10 +298,31 @@ impl MqttSinkState {
             env.obs.write_mqtt_json(&mut buf);
             let mut ledger = lock(&conn.ledger);
             ledger.handed.push_back(env);
-            match conn.client.try_publish(topic, q, false, buf.clone()) {
+            match conn.client.try_publish(topic.clone(), q, false, buf.clone()) {
                 Ok(()) => {
                     self.handle.set_in_flight(ledger.len());
                     self.fault_backoff = self.config.reconnect_min;
+                }
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(_))) if self.connected => {
+                    // The channel is full: hand this one over as soon as there is room, and
+                    // wake the actor then (not after a fixed delay: the client drains fast).
+                    self.handle.set_in_flight(ledger.len());
+                    drop(ledger);
+                    self.blocked.store(true, std::sync::atomic::Ordering::Release);
+                    let (client, blocked, handle) = (conn.client.clone(), self.blocked.clone(), self.handle.clone());
+                    let me = myself.clone();
+                    let body = buf.clone();
+                    tokio::spawn(async move {
+                        // An error means the connection is closing: the I/O task requeues
+                        // the ledger, this message included.
+                        let _ = client.publish(topic, q, false, body).await;
+                        blocked.store(false, std::sync::atomic::Ordering::Release);
+                        handle.mailbox.enqueue();
+                        if me.cast(SinkMsg::Pump).is_err() {
+                            handle.mailbox.unenqueue();
+                        }
+                    });
+                    return;
                 }
                 Err(_) => {
                     // Full (try again shortly) or closed (the I/O task reports the loss).

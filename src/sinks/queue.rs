@@ -852,6 +852,13 @@ impl SinkHandle {
         lock(&self.queue).iter().cloned().collect()
     }
 
+    /// Is someone waiting for the newest queued entry (an [`AckGroup`], e.g. a consumer
+    /// that fetches again only once its batch is stored)? Then lingering for more to
+    /// come only delays it.
+    pub fn newest_is_awaited(&self) -> bool {
+        lock(&self.queue).back().is_some_and(|e| e.ack.is_some())
+    }
+
     pub fn set_in_flight(&self, n: usize) {
         self.in_flight.store(n as u64, Ordering::Relaxed);
     }

@@ -1,6 +1,6 @@
 //! Lock-protected, shareable view of a supervisor's state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -54,7 +54,7 @@ pub struct ChildSnapshot {
     /// Child id from its [`ChildSpec`](crate::ChildSpec).
     pub id: String,
     /// Kind label from its spec.
-    pub kind: String,
+    pub kind: &'static str,
     /// Restart policy.
     pub restart: Restart,
     /// Current status.
@@ -106,7 +106,7 @@ pub(crate) struct StatsInner {
     /// child is updated in O(log n) and iteration yields spec order.
     pub(crate) children: BTreeMap<u64, ChildSnapshot>,
     /// Child id -> key in `children`, for O(1) lookups by id.
-    pub(crate) by_id: HashMap<String, u64>,
+    pub(crate) by_id: rustc_hash::FxHashMap<String, u64>,
 }
 
 /// Shared, cheaply cloneable view of a supervisor's state, readable without
@@ -141,6 +141,13 @@ impl SupervisorStats {
         inner.children.get(key).cloned()
     }
 
+    /// The status and restart count of one child, without copying its snapshot.
+    pub fn child_brief(&self, id: &str) -> Option<(ChildStatus, u32)> {
+        let inner = self.read();
+        let key = inner.by_id.get(id)?;
+        inner.children.get(key).map(|c| (c.status, c.restarts))
+    }
+
     /// The header (name, strategy, counters) without the children: O(1).
     pub fn header(&self) -> SupervisorSnapshot {
         self.read().header.clone()
@@ -169,7 +176,7 @@ impl SupervisorStats {
         self.read().header.escalated.clone()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, StatsInner> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, StatsInner> {
         // The data is plain values; a panic while holding the lock cannot
         // leave it logically broken, so poisoning is ignored.
         self.0.read().unwrap_or_else(|e| e.into_inner())

@@ -1,6 +1,6 @@
 //! The [`Supervisor`] actor.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -116,8 +116,7 @@ pub struct SupervisorState {
     stats: SupervisorStats,
     /// Children by insertion key; iteration order is spec order.
     children: BTreeMap<u64, Child>,
-    by_id: HashMap<String, u64>,
-    by_actor: HashMap<ActorId, u64>,
+    by_actor: rustc_hash::FxHashMap<ActorId, u64>,
     next_key: u64,
     /// Bumped at every one-for-all restart; stale `RestartAll` are ignored.
     epoch: u64,
@@ -161,8 +160,7 @@ impl Actor for Supervisor {
             observer,
             stats,
             children: BTreeMap::new(),
-            by_id: HashMap::with_capacity(children.len()),
-            by_actor: HashMap::with_capacity(children.len()),
+            by_actor: rustc_hash::FxHashMap::with_capacity_and_hasher(children.len(), Default::default()),
             next_key: 0,
             epoch: 0,
             restart_times: VecDeque::new(),
@@ -171,16 +169,26 @@ impl Actor for Supervisor {
         for child in children {
             keys.push(state.insert_child(child));
         }
-        for key in keys {
-            if let Err(err) = state.spawn_child(&myself, key).await {
-                let id = state.children[&key].spec.id.clone();
-                let reason = format!("supervisor '{}': failed to start child '{}': {err}", state.spec.name, id);
-                error!(supervisor = %state.spec.name, child = %id, %err, "failed to start child");
-                state.set_failure(key, &reason);
-                state.set_status(key, ChildStatus::Failed);
-                state.shutdown_children(&myself, Some("supervisor start failed".into())).await;
-                return Err(reason.into());
+        let failed = if state.spec.start_concurrency > 1 {
+            state.spawn_concurrently(&myself, keys).await
+        } else {
+            let mut failed = None;
+            for key in keys {
+                if let Err(err) = state.spawn_child(&myself, key).await {
+                    failed = Some((key, err));
+                    break;
+                }
             }
+            failed
+        };
+        if let Some((key, err)) = failed {
+            let id = state.children[&key].spec.id.clone();
+            let reason = format!("supervisor '{}': failed to start child '{}': {err}", state.spec.name, id);
+            error!(supervisor = %state.spec.name, child = %id, %err, "failed to start child");
+            state.set_failure(key, &reason);
+            state.set_status(key, ChildStatus::Failed);
+            state.shutdown_children(&myself, Some("supervisor start failed".into())).await;
+            return Err(reason.into());
         }
         info!(supervisor = %state.spec.name, children = state.children.len(), strategy = ?state.spec.strategy, "supervisor started");
         Ok(state)
@@ -270,14 +278,13 @@ impl SupervisorState {
         self.next_key += 1;
         let snap = ChildSnapshot {
             id: spec.id.clone(),
-            kind: spec.kind.to_string(),
+            kind: spec.kind,
             restart: spec.restart,
             status: ChildStatus::Starting,
             restarts: 0,
             last_failure: None,
             actor_id: None,
         };
-        self.by_id.insert(spec.id.clone(), key);
         self.children.insert(
             key,
             Child {
@@ -300,7 +307,6 @@ impl SupervisorState {
 
     fn remove_child(&mut self, key: u64) -> Option<Child> {
         let child = self.children.remove(&key)?;
-        self.by_id.remove(&child.spec.id);
         if let Some(cell) = &child.cell {
             self.by_actor.remove(&cell.get_id());
         }
@@ -329,6 +335,45 @@ impl SupervisorState {
         self.edit_snap(key, |s| s.last_failure = Some(FailureRecord::now(reason)));
     }
 
+    /// Start children `start_concurrency` at a time, each start on its own task; returns
+    /// the first that failed (after every start under way has finished and registered).
+    async fn spawn_concurrently(&mut self, myself: &ActorRef<SupervisorMsg>, keys: Vec<u64>) -> Option<(u64, String)> {
+        let window = self.spec.start_concurrency.max(1);
+        let mut running = tokio::task::JoinSet::new();
+        let mut keys = keys.into_iter();
+        let mut failed = None;
+        loop {
+            while failed.is_none() && running.len() < window {
+                let Some(key) = keys.next() else { break };
+                let Some(child) = self.children.get(&key) else { continue };
+                let start = Arc::clone(&child.spec.start);
+                self.set_status(key, ChildStatus::Starting);
+                let cell = myself.get_cell();
+                running.spawn(async move { (key, call_factory(&start, cell).await) });
+            }
+            let Some(done) = running.join_next().await else { break };
+            let (key, result) = match done {
+                Ok(r) => r,
+                Err(e) => {
+                    failed.get_or_insert((u64::MAX, format!("a child start task failed: {e}")));
+                    continue;
+                }
+            };
+            let registered = match result {
+                Ok(cell) => self.register_child(myself, key, cell),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = registered {
+                failed.get_or_insert((key, e));
+            }
+        }
+        if let Some((u64::MAX, e)) = &failed {
+            let key = self.children.keys().next().copied().unwrap_or(0);
+            return Some((key, e.clone()));
+        }
+        failed
+    }
+
     /// Call the child's factory and register the new instance.
     async fn spawn_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64) -> Result<(), String> {
         let Some(child) = self.children.get(&key) else {
@@ -336,15 +381,15 @@ impl SupervisorState {
         };
         let start = Arc::clone(&child.spec.start);
         self.set_status(key, ChildStatus::Starting);
-        let spawned = match std::panic::catch_unwind(AssertUnwindSafe(|| start(myself.get_cell()))) {
-            Ok(fut) => CatchUnwind(fut).await,
-            Err(panic) => Err(panic_message(panic)),
-        };
-        let cell = match spawned {
-            Ok(Ok(cell)) => cell,
-            Ok(Err(spawn_err)) => return Err(spawn_err.to_string()),
-            Err(panic) => return Err(format!("child factory panicked: {panic}")),
-        };
+        let cell = call_factory(&start, myself.get_cell()).await?;
+        self.register_child(myself, key, cell)
+    }
+
+    /// Record a freshly spawned instance of a child (linking it if its factory did not).
+    fn register_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64, cell: ActorCell) -> Result<(), String> {
+        if !self.children.contains_key(&key) {
+            return Err("unknown child".into());
+        }
         let linked_to_us = cell.try_get_supervisor().is_some_and(|s| s.get_id() == myself.get_id());
         if !linked_to_us {
             warn!(supervisor = %self.name(), child = %self.children[&key].spec.id,
@@ -361,7 +406,7 @@ impl SupervisorState {
     }
 
     async fn start_new_child(&mut self, myself: &ActorRef<SupervisorMsg>, spec: ChildSpec) -> Result<(), String> {
-        if self.by_id.contains_key(&spec.id) {
+        if self.stats.read().by_id.contains_key(&spec.id) {
             return Err(format!("child '{}' already exists in supervisor '{}'", spec.id, self.name()));
         }
         let id = spec.id.clone();
@@ -379,7 +424,8 @@ impl SupervisorState {
     }
 
     fn terminate_child(&mut self, id: &str, reply: Option<RpcReplyPort<bool>>) {
-        let Some(key) = self.by_id.get(id).copied() else {
+        let found = self.stats.read().by_id.get(id).copied();
+        let Some(key) = found else {
             if let Some(reply) = reply {
                 let _ = reply.send(false);
             }
@@ -641,6 +687,20 @@ impl SupervisorState {
         // ractor's own child list also holds instances that are still
         // shutting down (one-for-all, TerminateChild).
         stop_all(myself.get_children(), reason, CHILD_SHUTDOWN_TIMEOUT).await;
+    }
+}
+
+/// Run a child's factory, turning a panic (while calling it or polling its future) and a
+/// spawn error into the reason.
+async fn call_factory(start: &crate::spec::StartFn, parent: ActorCell) -> Result<ActorCell, String> {
+    let spawned = match std::panic::catch_unwind(AssertUnwindSafe(|| start(parent))) {
+        Ok(fut) => CatchUnwind(fut).await,
+        Err(panic) => Err(panic_message(panic)),
+    };
+    match spawned {
+        Ok(Ok(cell)) => Ok(cell),
+        Ok(Err(spawn_err)) => Err(spawn_err.to_string()),
+        Err(panic) => Err(format!("child factory panicked: {panic}")),
     }
 }
 

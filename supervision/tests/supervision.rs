@@ -406,6 +406,7 @@ async fn escalation_is_handled_by_a_parent_supervisor_restarting_the_subtree() {
                 strategy: Strategy::OneForOne,
                 intensity: Intensity { max_restarts: 1, within: Duration::from_secs(60) },
                 backoff: fast(),
+                start_concurrency: 1,
             },
             children: vec![
                 worker_spec(p, "aq-01", Restart::Permanent, sensor_probe.clone()),
@@ -581,4 +582,49 @@ async fn one_for_all_drops_temporary_children_and_keeps_finished_transients() {
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "temp")).is_none());
     assert_eq!(s.total_restarts, 2);
     sup.stop_and_wait(None, Some(T)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_start_runs_every_child_keeps_spec_order_and_still_fails_on_one() {
+    let p = "concurrent";
+    let probes: Vec<Probe> = (0..40).map(|_| Probe::default()).collect();
+    let children: Vec<ChildSpec> = probes
+        .iter()
+        .enumerate()
+        .map(|(i, probe)| worker_spec(p, &format!("c{i:02}"), Restart::Permanent, probe.clone()))
+        .collect();
+    let sup_spec = supervision::SupervisorSpec { start_concurrency: 8, ..spec(p, Strategy::OneForOne, 3, fast()) };
+    let (sup, handle, stats) = start(sup_spec, children).await;
+    // Started means every child spawned and was registered.
+    let snap = stats.snapshot();
+    let names: Vec<&str> = snap.children.iter().map(|c| c.id.as_str()).collect();
+    let expected: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    assert_eq!(names, expected.iter().map(String::as_str).collect::<Vec<_>>(), "spec order kept");
+    assert!(snap.children.iter().all(|c| c.actor_id.is_some()), "{snap:?}");
+    assert!(probes.iter().all(|p| p.starts() == 1));
+    // Supervision works as with a sequential start: a failed child is restarted.
+    worker(p, "c17").cast(WorkerMsg::Fail).unwrap();
+    wait_until("c17 restarted", T, || stats.child("c17").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
+    sup.stop(None);
+    let _ = handle.await;
+    wait_until("all stopped", T, || probes.iter().all(|p| p.stops() >= 1)).await;
+
+    // One child that cannot start fails the start; those already started are stopped.
+    let q = "concurrent-fail";
+    let good: Vec<Probe> = (0..10).map(|_| Probe::default()).collect();
+    let mut children: Vec<ChildSpec> = good
+        .iter()
+        .enumerate()
+        .map(|(i, pr)| worker_spec(q, &format!("g{i}"), Restart::Permanent, pr.clone()))
+        .collect();
+    children.insert(
+        5,
+        ChildSpec::new("broken", "sensor", Restart::Permanent, |_sup: ActorCell| async {
+            Err(ractor::SpawnErr::StartupFailed("no twin".into()))
+        }),
+    );
+    let sup_spec = supervision::SupervisorSpec { start_concurrency: 4, ..spec(q, Strategy::OneForOne, 3, fast()) };
+    let err = Actor::spawn(None, Supervisor, SupervisorArgs::new(sup_spec, children)).await.expect_err("must fail");
+    assert!(err.to_string().contains("broken") && err.to_string().contains("no twin"), "{err}");
+    wait_until("started ones stopped", T, || good.iter().all(|g| g.starts() == g.stops())).await;
 }

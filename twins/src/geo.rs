@@ -42,11 +42,18 @@ pub fn districts() -> &'static [District] {
 /// Looks a commune up by name, ignoring case, accents, punctuation and a leading article
 /// (`"Le Lamentin"`, `"lamentin"`, `"FORT DE FRANCE"`, `"Schoelcher"` all match), or by INSEE code.
 pub fn district(name: &str) -> Option<&'static District> {
+    // The common case, a name as the source writes it (models look their district up at
+    // every twin's creation): no normalisation.
+    if let Some(d) = districts().iter().find(|d| d.name == name) {
+        return Some(d);
+    }
+    static NORMALIZED: OnceLock<Vec<String>> = OnceLock::new();
+    let normalized = NORMALIZED.get_or_init(|| districts().iter().map(|d| normalize_name(&d.name)).collect());
     let wanted = normalize_name(name);
     if wanted.is_empty() {
         return None;
     }
-    districts().iter().find(|d| d.code == name.trim() || normalize_name(&d.name) == wanted)
+    districts().iter().zip(normalized).find(|(d, n)| d.code == name.trim() || **n == wanted).map(|(d, _)| d)
 }
 
 impl District {

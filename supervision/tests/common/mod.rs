@@ -107,6 +107,7 @@ pub fn spec(name: &str, strategy: Strategy, max_restarts: u32, backoff: Backoff)
         strategy,
         intensity: Intensity { max_restarts, within: Duration::from_secs(60) },
         backoff,
+        start_concurrency: 1,
     }
 }
 

@@ -1,0 +1,379 @@
+//! `mqtt`: twins publishing through the runtime's MQTT sink to a local Mosquitto, against
+//! the best bare client on the same broker in the same run, with the same number of
+//! messages of the same size: Mosquitto's own `mosquitto_pub -l` and a bare rumqttc loop
+//! (no actors, no queue). Delivery is counted by a subscriber, never assumed.
+//!
+//! Each contender's rate is the time the subscriber takes to receive `messages` of them,
+//! after a warm-up of a tenth as many. The twins are offered 1.2 times the best bare rate
+//! (their interval is set from it), so they can match it only if the runtime keeps up;
+//! what their sink's queue cannot hold is dropped and counted, as in production.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+use super::{free_port, parse_kinds, round3, Check, Report};
+use crate::config::Config;
+use crate::Runtime;
+
+#[derive(Debug, Args, Default)]
+pub struct MqttArgs {
+    /// Messages per contender and QoS, after the warm-up (default 100,000; --quick 2,000).
+    #[arg(long)]
+    pub messages: Option<u64>,
+    /// Twins publishing (default 10,000; --quick 200).
+    #[arg(long)]
+    pub twins: Option<u64>,
+    /// Sensor type of the twins; the bare clients send messages of its size (default light).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// In-flight window at QoS 1, the same for the sink and rumqttc (default 100).
+    #[arg(long)]
+    pub inflight: Option<u16>,
+}
+
+const MIN_RATIO: f64 = 0.9;
+const MOSQUITTO_MISSING: &str = "mosquitto not found: install it with 'apt-get install -y mosquitto mosquitto-clients'";
+
+/// A Mosquitto on a free 127.0.0.1 port, killed on drop.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    child: Child,
+}
+
+impl Broker {
+    fn start() -> Result<Broker, String> {
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or(MOSQUITTO_MISSING)?;
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!("twinrt-bench-mqtt-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let conf = dir.join("mosquitto.conf");
+        // No queue limits towards the subscriber: what is published is what is counted.
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n\
+                 max_queued_messages 0\nmax_inflight_messages 0\nmax_queued_bytes 0\n"
+            ),
+        )
+        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+        let b = Broker { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("mosquitto did not listen on 127.0.0.1:{port} within 10s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(b)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A subscriber to `#` on its own thread, counting messages.
+struct Counter {
+    count: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Counter {
+    async fn start(port: u16, qos: QoS) -> Result<Counter, String> {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let subscribed = Arc::new(AtomicBool::new(false));
+        let (c, s, sub) = (count.clone(), stop.clone(), subscribed.clone());
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let mut opts = MqttOptions::new(format!("bench-counter-{port}-{}", qos as u8), "127.0.0.1", port);
+                opts.set_keep_alive(Duration::from_secs(30));
+                opts.set_max_packet_size(1 << 20, 1 << 20);
+                let (client, mut el) = AsyncClient::new(opts, 100);
+                if client.subscribe("#", qos).await.is_err() {
+                    return;
+                }
+                while !s.load(Ordering::Relaxed) {
+                    match tokio::time::timeout(Duration::from_millis(200), el.poll()).await {
+                        Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
+                            c.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => sub.store(true, Ordering::Relaxed),
+                        Ok(Ok(_)) | Err(_) => {}
+                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+            });
+        });
+        super::wait_for("the counting subscriber's SUBACK", Duration::from_secs(10), || {
+            subscribed.load(Ordering::Relaxed)
+        })
+        .await?;
+        Ok(Counter { count, stop, thread: Some(thread) })
+    }
+
+    fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Wait until `n` more than `base` arrived; returns when they had, or the count
+    /// reached when no message came for `idle`.
+    async fn wait_for(&self, base: u64, n: u64, idle: Duration) -> (u64, Instant) {
+        let mut last = self.get();
+        let mut last_change = Instant::now();
+        loop {
+            let c = self.get();
+            if c >= base + n {
+                return (c - base, Instant::now());
+            }
+            if c != last {
+                last = c;
+                last_change = Instant::now();
+            } else if last_change.elapsed() > idle {
+                return (c - base, last_change);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The rate of `n` messages after `warm` ones: from when `warm` had arrived to when
+    /// `warm + n` had (or no more came for 10 s); returns (messages counted, seconds).
+    async fn measure(&self, base: u64, warm: u64, n: u64, first: Duration) -> (u64, f64) {
+        let (w, t0) = self.wait_for(base, warm, first).await;
+        let (total, t1) = self.wait_for(base, warm + n, Duration::from_secs(10)).await;
+        let got = total.saturating_sub(w);
+        (got, t1.duration_since(t0).as_secs_f64().max(1e-6))
+    }
+
+    /// Wait until nothing arrived for `quiet`; returns the count.
+    async fn settle(&self, quiet: Duration) -> u64 {
+        let mut last = self.get();
+        let mut since = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let c = self.get();
+            if c != last {
+                last = c;
+                since = Instant::now();
+            } else if since.elapsed() >= quiet {
+                return c;
+            }
+        }
+    }
+}
+
+impl Drop for Counter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Run {
+    rate: f64,
+    received: u64,
+    sent: u64,
+}
+
+fn qos_of(q: u8) -> QoS {
+    if q == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+/// `mosquitto_pub -l`: one message per line of a prepared file.
+async fn run_mosquitto_pub(b: &Broker, c: &Counter, qos: u8, payload: &str, warm: u64, n: u64) -> Result<Run, String> {
+    let file = b.dir.join(format!("lines-{qos}.txt"));
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file).map_err(|e| format!("{e}"))?);
+        for _ in 0..warm + n {
+            writeln!(f, "{payload}").map_err(|e| format!("{e}"))?;
+        }
+    }
+    let stdin = std::fs::File::open(&file).map_err(|e| format!("{e}"))?;
+    let base = c.get();
+    let mut child = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-q", &qos.to_string()])
+        .args(["-t", "bench/mosquitto_pub/light/b0-00001", "-l", "-i", &format!("bench-pub-{qos}")])
+        .stdin(stdin)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run mosquitto_pub ({MOSQUITTO_MISSING}): {e}"))?;
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(10)).await;
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let received = c.settle(Duration::from_millis(300)).await - base;
+    let _ = std::fs::remove_file(&file);
+    Ok(Run { rate: got as f64 / secs, received, sent: warm + n })
+}
+
+/// A bare rumqttc client: one task publishing, one polling the event loop.
+async fn run_rumqttc(
+    b: &Broker,
+    c: &Counter,
+    qos: u8,
+    payload: &[u8],
+    inflight: u16,
+    warm: u64,
+    n: u64,
+) -> Result<Run, String> {
+    let mut opts = MqttOptions::new(format!("bench-rumqttc-{qos}"), "127.0.0.1", b.port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_inflight(inflight);
+    let (client, mut el) = AsyncClient::new(opts, 64);
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let poller = tokio::spawn(async move {
+        while !d.load(Ordering::Relaxed) {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let base = c.get();
+    let body = payload.to_vec();
+    let publisher = tokio::spawn(async move {
+        for _ in 0..warm + n {
+            if client.publish("bench/rumqttc/light/b0-00001", qos_of(qos), false, body.clone()).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(10)).await;
+    let client = publisher.await.map_err(|e| e.to_string())?;
+    let received = c.settle(Duration::from_millis(300)).await - base;
+    let _ = client.disconnect().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    done.store(true, Ordering::Relaxed);
+    poller.abort();
+    Ok(Run { rate: got as f64 / secs, received, sent: warm + n })
+}
+
+/// The twins through the runtime (its MQTT sink), offered `offered` messages per second.
+#[allow(clippy::too_many_arguments)]
+async fn run_twins(
+    b: &Broker,
+    c: &Counter,
+    qos: u8,
+    kind: &str,
+    twins: u64,
+    offered: f64,
+    inflight: u16,
+    warm: u64,
+    n: u64,
+) -> Result<(Run, u64), String> {
+    let interval_us = ((twins as f64 / offered) * 1e6).max(1000.0) as u64;
+    let sink = format!(
+        "[[sinks.mqtt]]\nname = \"bench\"\nurl = \"mqtt://127.0.0.1:{}\"\nqos = {qos}\nqueue_capacity = 100000\nmax_inflight = {inflight}\nclient_id = \"bench-twins-{qos}\"\n",
+        b.port
+    );
+    let kinds = parse_kinds(kind)?;
+    let text = super::fleet_config(twins, 1, &kinds, Duration::from_micros(interval_us), &sink);
+    let config = Config::parse(&text, "bench mqtt", &[]).map_err(|e| e.to_string())?;
+    let base = c.get();
+    let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
+    let (got, secs) = c.measure(base, warm, n, Duration::from_secs(30)).await;
+    let report = rt.shutdown().await;
+    let received = c.settle(Duration::from_millis(300)).await - base;
+    let sink = report.sinks.first().ok_or("no sink in the report")?;
+    Ok((Run { rate: got as f64 / secs, received, sent: sink.sent }, sink.dropped))
+}
+
+pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
+    let n = a.messages.unwrap_or(if quick { 2_000 } else { 100_000 }).max(10);
+    let warm = (n / 10).max(1);
+    let twins = a.twins.unwrap_or(if quick { 200 } else { 10_000 }).max(1);
+    let kind = a.kind.unwrap_or_else(|| "light".into());
+    let inflight = a.inflight.unwrap_or(100);
+    let k = *parse_kinds(&kind)?.first().ok_or("--kind: no sensor type")?;
+    if parse_kinds(&kind)?.len() != 1 {
+        return Err("--kind: one sensor type".into());
+    }
+    // The size of the twins' messages: a real one.
+    let mut twin = twins::Twin::new(
+        twins::SensorSpec {
+            id: "b0-00001".into(),
+            kind: k,
+            district: super::district_names(1)[0].clone(),
+            location: twins::geo::districts()[0].centroid,
+        },
+        972,
+    );
+    let sample = twin.step(chrono::Utc::now()).to_mqtt_json();
+    let size = sample.len();
+    let payload: String = String::from_utf8_lossy(&sample).chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+
+    let mut report = Report::new("mqtt");
+    report.param("messages", n);
+    report.param("warmup_messages", warm);
+    report.param("twins", twins);
+    report.param("kind", kind.clone());
+    report.param("message_bytes", size);
+    report.param("inflight", inflight);
+    let broker = Broker::start()?;
+    for qos in [0u8, 1] {
+        let counter = Counter::start(broker.port, qos_of(qos)).await?;
+        let mp = run_mosquitto_pub(&broker, &counter, qos, &payload, warm, n).await?;
+        let rq = run_rumqttc(&broker, &counter, qos, payload.as_bytes(), inflight, warm, n).await?;
+        // A bare client that did not deliver everything is no reference (`mosquitto_pub -l`
+        // at QoS 1 can exit at the end of its input with messages still queued).
+        let complete = |r: &Run| r.received >= r.sent;
+        let best = [&mp, &rq].iter().filter(|r| complete(r)).map(|r| r.rate).fold(0.0, f64::max);
+        if best == 0.0 {
+            return Err(format!("QoS {qos}: no bare client delivered all its messages"));
+        }
+        let (tw, dropped) = run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n).await?;
+        let ratio = tw.rate / best;
+        for (name, r) in [("mosquitto_pub", &mp), ("rumqttc", &rq), ("twins", &tw)] {
+            report.figure(
+                &format!("qos{qos}_{name}"),
+                json!({"msg_per_s": round3(r.rate), "sent": r.sent, "received": r.received}),
+            );
+            // QoS 0 may lose on a saturated socket; QoS 1 must not (twins: an error;
+            // a bare client: left out of the reference, and said so).
+            if qos == 1 && r.received < r.sent {
+                let msg = format!("QoS 1 {name}: {} sent, {} received", r.sent, r.received);
+                if name == "twins" {
+                    report.errors.push(msg);
+                } else {
+                    report.figure(&format!("qos{qos}_{name}_incomplete"), msg);
+                }
+            }
+        }
+        report.figure(&format!("qos{qos}_twins_dropped_at_queue"), dropped);
+        report.figure(&format!("qos{qos}_best_bare_msg_per_s"), round3(best));
+        report.check(Check::at_least(&format!("qos{qos}_ratio_twins_to_best_bare"), round3(ratio), MIN_RATIO));
+        drop(counter);
+    }
+    Ok(report)
+}
