@@ -390,7 +390,7 @@ async fn a_crashed_topic_consumer_is_restarted_and_what_it_held_is_redelivered()
     let ngsild = NgsiLdServer::start().await;
     let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
     let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()))
-        .replace("[http]", "[supervision]\nbackoff_min = \"20ms\"\nbackoff_max = \"100ms\"\n[http]");
+        .replace("[http]", "[supervision]\nbackoff_min = \"20ms\"\nbackoff_max = \"100ms\"\n[faults]\nenabled = true\ntoken = \"tk\"\n[http]");
     let rt = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
     let light = pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Light);
     wait_until("the light consumer to subscribe", DEADLINE, || broker.consumers(&light, SUBSCRIPTION) == 1)
@@ -414,9 +414,19 @@ async fn a_crashed_topic_consumer_is_restarted_and_what_it_held_is_redelivered()
     wait_until("the consumer to hold the ten messages", DEADLINE, || handle.snapshot().in_flight == 10)
         .await
         .unwrap_or_else(|e| panic!("{e}: {:?}", handle.snapshot()));
-    let entry = rt.directory().get("root/distributor/smartcity-light").expect("directory entry").clone();
-    let actor: ractor::ActorRef<twin_runtime::consumer::ConsumerMsg> = entry.cell().expect("running").into();
-    actor.cast(twin_runtime::consumer::ConsumerMsg::Crash("test".into())).expect("cast");
+    // Through the fault API: a consumer takes `panic` (and only that).
+    let client = reqwest::Client::new();
+    let faults = format!("http://{}/api/v1/faults", rt.http_addr());
+    let post = |body: &'static str| {
+        client.post(&faults).bearer_auth("tk").body(body).header("content-type", "application/json").send()
+    };
+    let refused =
+        post(r#"{"kind": "stall", "target": "/distributor/smartcity-light", "duration": "1s"}"#).await.expect("POST");
+    assert_eq!(refused.status(), 400);
+    let v: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(v["error"]["param"], "kind", "{v}");
+    let resp = post(r#"{"kind": "panic", "target": "/distributor/smartcity-light"}"#).await.expect("POST");
+    assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
     let stats = rt.supervision().distributor.clone();
     wait_until("the supervisor to restart the consumer", DEADLINE, || {
         stats.child("smartcity-light").is_some_and(|c| c.restarts == 1)

@@ -33,6 +33,7 @@ pub use sensors::{SensorFaults, TickFault};
 pub use spec::{FaultKind, FaultSpec, Selector, SpecError};
 
 use crate::actors::{now_ms, ActorEntry, ActorKind, Directory};
+use crate::consumer::ConsumerMsg;
 use crate::registry::Registry;
 use crate::sensor::SensorMsg;
 use crate::sinks::{SinkHandle, SinkMsg, SinkSet};
@@ -199,6 +200,8 @@ enum Resolved {
         handle: Arc<SinkHandle>,
         entry: Arc<ActorEntry>,
     },
+    /// A consumer actor (the Redpanda consumer, a distributor topic consumer): `panic` only.
+    Consumer(Arc<ActorEntry>),
 }
 
 /// One fault, active or past.
@@ -329,7 +332,8 @@ impl FaultEngine {
                         let name = entry.name.split_once(':').map(|(_, n)| n).unwrap_or(&entry.name);
                         self.sink(name)
                     }
-                    k => Err(format!("\"{p}\" is a {}: faults target sensors and sinks", k.as_str())),
+                    ActorKind::Consumer => Ok(Resolved::Consumer(entry.clone())),
+                    k => Err(format!("\"{p}\" is a {}: faults target sensors, sinks and consumers", k.as_str())),
                 }
             }
         }
@@ -354,6 +358,15 @@ impl FaultEngine {
         let (sensor_ids, sink) = match &resolved {
             Resolved::Sensors(ids) => (ids.clone(), None),
             Resolved::Sink { handle, .. } => (Arc::default(), Some(handle.clone())),
+            Resolved::Consumer(entry) => {
+                if spec.kind != FaultKind::Panic {
+                    return Err(SpecError::new(
+                        "kind",
+                        format!("\"{}\" is a consumer: only `panic` applies to it", entry.path),
+                    ));
+                }
+                (Arc::default(), None)
+            }
         };
         if spec.kind.is_sink() && sink.is_none() {
             return Err(SpecError::new("target", format!("`{}` applies to a sink", spec.kind.as_str())));
@@ -483,6 +496,10 @@ impl FaultEngine {
                             };
                             self.count_hit(hit_sink(entry, m), counter, effects);
                         }
+                        Resolved::Consumer(entry) => {
+                            self.count_hit(hit_consumer(entry, ConsumerMsg::Crash(msg.clone())), counter, effects);
+                            f.set_targets(std::slice::from_ref(&entry.path));
+                        }
                     }
                     round += 1;
                     if round >= rounds {
@@ -505,6 +522,7 @@ impl FaultEngine {
                         Resolved::Sink { entry, .. } => {
                             self.count_hit(hit_sink(entry, SinkMsg::Stall(d)), &effects.stalls, effects)
                         }
+                        Resolved::Consumer(_) => {}
                     }
                 }
                 tokio::time::sleep(d.saturating_mul(n.min(u64::from(u32::MAX)) as u32)).await;
@@ -567,6 +585,7 @@ impl FaultEngine {
         let mut resolved = lock(&f.resolved);
         match &*resolved {
             Resolved::Sink { handle, .. } => handle.faults.purge(),
+            Resolved::Consumer(_) => {}
             Resolved::Sensors(ids) => {
                 if f.spec.kind.is_sensor() {
                     self.sensors.remove(ids, f.core.id);
@@ -636,6 +655,17 @@ pub fn quiet_injected_panics() {
 }
 
 /// Send a message to a sink's running actor; false when it has none.
+fn hit_consumer(entry: &ActorEntry, msg: ConsumerMsg) -> bool {
+    let Some(cell) = entry.cell() else { return false };
+    let actor: ActorRef<ConsumerMsg> = cell.into();
+    entry.mailbox.enqueue();
+    if actor.cast(msg).is_err() {
+        entry.mailbox.unenqueue();
+        return false;
+    }
+    true
+}
+
 fn hit_sink(entry: &ActorEntry, msg: SinkMsg) -> bool {
     let Some(cell) = entry.cell() else { return false };
     let actor: ActorRef<SinkMsg> = cell.into();

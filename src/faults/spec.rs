@@ -100,7 +100,8 @@ pub enum Selector {
 }
 
 pub const TARGETS: &str = "sensor:ID, district:NAME, kind:TYPE, sink:NAME, ratio:FRACTION, or an actor path \
-                           such as /twins/Fort-de-France/aq-fdf-01 or /sinks/mqtt:mosquitto";
+                           such as /twins/Fort-de-France/aq-fdf-01, /sinks/mqtt:mosquitto or (panic only) a consumer: \
+                           /consumers/redpanda, /distributor/smartcity-traffic";
 
 impl Selector {
     pub fn parse(s: &str) -> Result<Selector, String> {
