@@ -36,7 +36,7 @@ use twins::Observation;
 
 use crate::actors::{now_ms, ActorEntry};
 use crate::config::{InitialPosition, PulsarDistributorConfig, PulsarSubscriptionType};
-use crate::consumer::{lock, ConsumerMsg};
+use crate::consumer::{lock, ConsumerMsg, StopSignal};
 use crate::metrics::Metrics;
 use crate::sinks::pulsar::connect;
 use crate::sinks::{AckGroup, Envelope, SinkHandle};
@@ -87,8 +87,7 @@ pub struct DistributorHandle {
     in_flight: AtomicU64,
     counter: IntCounterVec,
     last_error: Mutex<Option<(String, u64)>>,
-    stop: tokio::sync::watch::Sender<bool>,
-    finished: AtomicBool,
+    stop: StopSignal,
 }
 
 impl DistributorHandle {
@@ -117,8 +116,7 @@ impl DistributorHandle {
             in_flight: AtomicU64::new(0),
             counter: metrics.distributor_messages.clone(),
             last_error: Mutex::new(None),
-            stop: tokio::sync::watch::Sender::new(false),
-            finished: AtomicBool::new(false),
+            stop: StopSignal::default(),
         })
     }
 
@@ -134,22 +132,14 @@ impl DistributorHandle {
     }
 
     fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.stopping()
     }
 
     /// Stop taking messages, let those in hand be accepted by their targets and
     /// acknowledged, close the consumer; wait up to `grace` for it. Returns whether it
     /// stopped in time.
     pub async fn stop(&self, grace: Duration) -> bool {
-        self.stop.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        while !self.finished.load(Ordering::Acquire) {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        self.stop.stop(grace).await
     }
 
     pub fn snapshot(&self) -> DistributorSnapshot {
@@ -174,7 +164,7 @@ impl DistributorHandle {
             in_flight: c(&self.in_flight),
             last_error_at_unix_ms: err.as_ref().map(|e| e.1),
             last_error: err.map(|e| e.0),
-            stopped: self.finished.load(Ordering::Acquire),
+            stopped: self.stop.finished(),
         }
     }
 }
@@ -272,7 +262,7 @@ pub async fn run(h: Arc<DistributorHandle>) {
         delay = (delay * 2).min(cfg.reconnect_max);
     }
     h.connected.store(false, Ordering::Relaxed);
-    h.finished.store(true, Ordering::Release);
+    h.stop.set_finished();
 }
 
 /// What became of a message's envelopes.

@@ -63,6 +63,7 @@ async fn mosquitto_killed_mid_run_loses_nothing_for_a_persistent_subscriber() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
+    let subscribed_at = std::time::SystemTime::now();
     let text = format!(
         "[runtime]\ninterval = \"1s\"\nshutdown_grace = \"10s\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
          [[sinks.mqtt]]\nname = \"mosquitto\"\nurl = \"{}\"\nqos = 1\nreconnect_min = \"50ms\"\nreconnect_max = \"300ms\"\n{}",
@@ -75,10 +76,15 @@ async fn mosquitto_killed_mid_run_loses_nothing_for_a_persistent_subscriber() {
     wait_until("3 observations per sensor", DEADLINE, || registry.ids().iter().all(|id| registry.seq(id) >= Some(3)))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // Give the autosave a second with the subscription in place, then kill at a quiet
-    // moment (everything the sink sent has reached the subscriber): what was sent is
-    // delivered, what comes next must wait in twinrt's queue.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Wait for an autosave after the subscription (the database file written since), then
+    // kill at a quiet moment (everything the sink sent has reached the subscriber): what
+    // was sent is delivered, what comes next must wait in twinrt's queue.
+    let db = broker.dir().join("data").join("mosquitto.db");
+    wait_until("Mosquitto to save the subscriber's session", DEADLINE, || {
+        std::fs::metadata(&db).and_then(|m| m.modified()).is_ok_and(|t| t > subscribed_at)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", db.display()));
     wait_until("a quiet moment", DEADLINE, || {
         let s = sink.snapshot();
         s.queue_len == 0 && s.in_flight == 0 && sub.count() as u64 == s.sent
@@ -279,6 +285,7 @@ async fn a_stalled_sink_does_not_slow_the_others() {
     // Over two seconds with both stalled sinks full (dropping), the healthy one keeps pace
     // with what the sensors produce (~1,000 observations a second).
     let (g0, s0) = (generated(), healthy.stats.sent.get());
+    // A measurement window (not a wait for an event): two seconds of production.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (g1, s1, q1) = (generated(), healthy.stats.sent.get(), healthy.queue_len() as u64);
     let produced = g1 - g0;

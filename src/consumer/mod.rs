@@ -91,8 +91,56 @@ pub struct ConsumerHandle {
     pub(crate) committed: AtomicU64,
     pub(crate) not_delivered: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
+    stop: StopSignal,
+}
+
+/// How a consumer's worker is asked to stop and says it has: kept in the consumer's
+/// handle, so it outlives actor restarts (a restarted actor of a stopped consumer starts no
+/// worker).
+pub struct StopSignal {
     stop: tokio::sync::watch::Sender<bool>,
     finished: AtomicBool,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal { stop: tokio::sync::watch::Sender::new(false), finished: AtomicBool::new(false) }
+    }
+}
+
+impl StopSignal {
+    /// For the worker: resolves `changed()` when a stop is asked.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Has a stop been asked?
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// For the worker: it has stopped.
+    pub fn set_finished(&self) {
+        self.finished.store(true, Ordering::Release);
+    }
+
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Ask the worker to stop and wait up to `grace` for it. Returns whether it stopped in
+    /// time.
+    pub async fn stop(&self, grace: Duration) -> bool {
+        self.stop.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.finished() {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -120,8 +168,7 @@ impl ConsumerHandle {
             committed: AtomicU64::new(0),
             not_delivered: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            stop: tokio::sync::watch::Sender::new(false),
-            finished: AtomicBool::new(false),
+            stop: StopSignal::default(),
         })
     }
 
@@ -136,25 +183,17 @@ impl ConsumerHandle {
     }
 
     pub(crate) fn stopping(&self) -> bool {
-        *self.stop.borrow()
+        self.stop.stopping()
     }
 
     pub(crate) fn set_finished(&self) {
-        self.finished.store(true, Ordering::Release);
+        self.stop.set_finished();
     }
 
     /// Ask the worker to stop after the batch in hand (stored and committed), delete its
     /// instance, and wait up to `grace` for it. Returns whether it stopped in time.
     pub async fn stop(&self, grace: Duration) -> bool {
-        self.stop.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        while !self.finished.load(Ordering::Acquire) {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
+        self.stop.stop(grace).await
     }
 
     pub fn snapshot(&self) -> ConsumerSnapshot {
@@ -178,7 +217,7 @@ impl ConsumerHandle {
             not_delivered: c(&self.not_delivered),
             last_error_at_unix_ms: err.as_ref().map(|e| e.1),
             last_error: err.map(|e| e.0),
-            stopped: self.finished.load(Ordering::Acquire),
+            stopped: self.stop.finished(),
         }
     }
 }
