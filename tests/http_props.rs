@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
 use serde_json::Value;
 use twin_runtime::config::{Config, DEFAULT_TOML};
 use twin_runtime::Runtime;
@@ -73,7 +73,11 @@ async fn any_path_and_query_gets_200_400_or_404_with_a_json_error() {
     let base = format!("http://{}", rt.http_addr());
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
 
-    let mut runner = TestRunner::new(RunnerConfig { failure_persistence: None, ..RunnerConfig::default() });
+    // Seeded: the same cases on every run (and in CI).
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig { failure_persistence: None, ..RunnerConfig::default() },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let strategy = path();
     let mut statuses = std::collections::BTreeMap::new();
     for _ in 0..CASES {
@@ -176,11 +180,24 @@ async fn any_fault_body_gets_201_400_or_413_and_never_breaks_the_runtime() {
     // reading the rest of the body, and a pooled connection would fail the next request.
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(10)).pool_max_idle_per_host(0).build().expect("client");
-    let mut runner = TestRunner::new(RunnerConfig { failure_persistence: None, ..RunnerConfig::default() });
+    // Seeded: the same cases on every run (and in CI).
+    let mut runner = TestRunner::new_with_rng(
+        RunnerConfig { failure_persistence: None, ..RunnerConfig::default() },
+        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
+    );
     let strategy = fault_body();
     let mut statuses = std::collections::BTreeMap::new();
-    for _ in 0..CASES {
-        let body = strategy.new_tree(&mut runner).expect("a case").current();
+    // Valid faults first (each must be accepted), then the generated cases.
+    let valid = [
+        r#"{"kind": "panic", "target": "sensor:aq-fdf-01"}"#,
+        r#"{"kind": "silence", "target": "district:Fort-de-France", "duration": "1s"}"#,
+        r#"{"kind": "out_of_range", "target": "kind:noise", "count": 2}"#,
+    ];
+    let cases = valid
+        .iter()
+        .map(|b| b.as_bytes().to_vec())
+        .chain((0..CASES).map(|_| strategy.new_tree(&mut runner).expect("a case").current()));
+    for (i, body) in cases.enumerate() {
         let shown = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
         let resp = client
             .post(&url)
@@ -194,6 +211,9 @@ async fn any_fault_body_gets_201_400_or_413_and_never_breaks_the_runtime() {
         *statuses.entry(status).or_insert(0u32) += 1;
         let text = resp.text().await.unwrap_or_default();
         assert!(matches!(status, 201 | 400 | 413), "POST {shown}: {status}: {text}");
+        if i < valid.len() {
+            assert_eq!(status, 201, "POST {shown}: {text}");
+        }
         let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("POST {shown}: not JSON ({e}): {text}"));
         if status == 201 {
             assert!(v["id"].is_u64(), "{text}");
