@@ -86,7 +86,7 @@ async fn get_until(rt: &Runtime, path: &str, what: &str, pred: impl Fn(&Value) -
             return v;
         }
         assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}: {v:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(support::POLL_INTERVAL).await;
     }
 }
 

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+mod support;
+
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as RunnerConfig, RngAlgorithm, TestRng, TestRunner};
@@ -237,13 +239,10 @@ async fn any_fault_body_gets_201_400_or_413_and_never_breaks_the_runtime() {
 }
 
 async fn wait_for_all_running(rt: &Runtime) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let ids = rt.registry().ids();
-        if ids.iter().all(|id| rt.sensor(id).is_some()) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "sensors did not all come back after the faults");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let ids = rt.registry().ids();
+    support::wait_until("every sensor to run again after the faults", Duration::from_secs(30), || {
+        ids.iter().all(|id| rt.sensor(id).is_some())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -52,6 +52,38 @@ fn parse(text: &str) -> Config {
     Config::parse(text, "test", &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
+/// The servers of every test: the Pulsar test broker, Mosquitto with a subscriber on
+/// `city/sensors/#`, and the NGSI-LD test server.
+struct Servers {
+    broker: PulsarBroker,
+    mosquitto: Mosquitto,
+    ngsild: NgsiLdServer,
+    sub: Subscriber,
+}
+
+impl Servers {
+    async fn start() -> Servers {
+        let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
+        let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
+        let ngsild = NgsiLdServer::start().await;
+        let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+        Servers { broker, mosquitto, ngsild, sub }
+    }
+}
+
+/// An observation of sensor `id` (of `kind`, in Fort-de-France), every value `value`.
+fn observation(id: &str, kind: SensorKind, seq: u64, value: f64) -> Observation {
+    Observation {
+        sensor_id: id.into(),
+        kind,
+        seq,
+        observed_at: chrono::Utc::now(),
+        location: GeoPoint { lat: 14.6, lon: -61.07 },
+        district: "Fort-de-France".into(),
+        values: vec![value; kind.quantities().len()],
+    }
+}
+
 /// Read after `shutdown` (which stops every twin first).
 fn final_seqs(r: &Registry) -> BTreeMap<String, u64> {
     r.ids().into_iter().map(|id| (id.clone(), r.seq(&id).unwrap_or(0))).collect()
@@ -145,10 +177,7 @@ async fn drain(broker: &PulsarBroker, mqtt: &str, ngsild: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sensors_to_pulsar_to_mosquitto_and_ngsild_in_per_sensor_order() {
-    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let ngsild = NgsiLdServer::start().await;
-    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let Servers { broker, mosquitto, ngsild, sub } = Servers::start().await;
     let text = format!(
         "{}{}{}{}",
         runtime_toml(),
@@ -196,25 +225,9 @@ async fn sensors_to_pulsar_to_mosquitto_and_ngsild_in_per_sensor_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_payloads_are_dead_lettered_and_the_rest_flows() {
-    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let ngsild = NgsiLdServer::start().await;
-    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let Servers { broker, mosquitto, ngsild, sub } = Servers::start().await;
     let traffic = pulsar_topic(PULSAR_TOPIC_PREFIX, SensorKind::Traffic);
-    let good = |seq: u64| {
-        let obs = Observation {
-            sensor_id: "tr-test-01".into(),
-            kind: SensorKind::Traffic,
-            seq,
-            observed_at: chrono::Utc::now(),
-            location: GeoPoint { lat: 14.6, lon: -61.07 },
-            district: "Fort-de-France".into(),
-            values: vec![10.0; SensorKind::Traffic.quantities().len()],
-        };
-        let mut buf = Vec::new();
-        obs.write_mqtt_json(&mut buf);
-        buf
-    };
+    let good = |seq: u64| observation("tr-test-01", SensorKind::Traffic, seq, 10.0).to_mqtt_json();
     broker.publish(&traffic, Some("tr-test-01"), &good(1));
     broker.publish(&traffic, Some("tr-test-01"), b"{not json");
     broker.publish(&traffic, Some("x"), br#"{"id":"t1","type":"toaster","seq":1}"#);
@@ -252,10 +265,7 @@ async fn bad_payloads_are_dead_lettered_and_the_rest_flows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_lost_when_pulsar_or_a_target_stops_mid_run() {
-    let mut broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let ngsild = NgsiLdServer::start().await;
-    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let Servers { mut broker, mosquitto, ngsild, sub } = Servers::start().await;
     let text = format!(
         "{}{}{}{}",
         runtime_toml(),
@@ -317,10 +327,7 @@ async fn nothing_is_lost_when_pulsar_or_a_target_stops_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order() {
-    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let ngsild = NgsiLdServer::start().await;
-    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let Servers { broker, mosquitto, ngsild, sub } = Servers::start().await;
     let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()));
     // Each instance needs its own MQTT client id: two clients with one id take each
     // other's session over and over (and resend what was in flight).
@@ -339,15 +346,7 @@ async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order
     let (sensors, per_sensor) = (20u64, 15u64);
     for seq in 1..=per_sensor {
         for s in 1..=sensors {
-            let obs = Observation {
-                sensor_id: format!("noise-shared-{s:02}"),
-                kind: SensorKind::Noise,
-                seq,
-                observed_at: chrono::Utc::now(),
-                location: GeoPoint { lat: 14.6, lon: -61.07 },
-                district: "Fort-de-France".into(),
-                values: vec![55.0; SensorKind::Noise.quantities().len()],
-            };
+            let obs = observation(&format!("noise-shared-{s:02}"), SensorKind::Noise, seq, 55.0);
             broker.publish(&noise, Some(&obs.sensor_id), &obs.to_mqtt_json());
         }
     }
@@ -385,10 +384,7 @@ async fn two_runtimes_share_a_key_shared_subscription_keeping_each_sensors_order
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_topic_consumer_is_restarted_and_what_it_held_is_redelivered() {
-    let broker = PulsarBroker::start().await.unwrap_or_else(|e| panic!("{e}"));
-    let mosquitto = Mosquitto::start_plain().await.unwrap_or_else(|e| panic!("{e}"));
-    let ngsild = NgsiLdServer::start().await;
-    let sub = Subscriber::connect(&mosquitto.endpoint(), "city/sensors/#").await.unwrap_or_else(|e| panic!("{e}"));
+    let Servers { broker, mosquitto, ngsild, sub } = Servers::start().await;
     let text = format!("{}{}", runtime_toml(), distributor_toml(&broker.url(), &mosquitto.url(), &ngsild.url()))
         .replace("[http]", "[supervision]\nbackoff_min = \"20ms\"\nbackoff_max = \"100ms\"\n[faults]\nenabled = true\ntoken = \"tk\"\n[http]");
     let rt = Runtime::start(parse(&text)).await.unwrap_or_else(|e| panic!("{e}"));
@@ -398,15 +394,7 @@ async fn a_crashed_topic_consumer_is_restarted_and_what_it_held_is_redelivered()
         .unwrap_or_else(|e| panic!("{e}"));
     // The context broker is down: messages reach Mosquitto but wait, unacknowledged.
     ngsild.stop().await;
-    let obs = |seq: u64| Observation {
-        sensor_id: "light-crash-01".into(),
-        kind: SensorKind::Light,
-        seq,
-        observed_at: chrono::Utc::now(),
-        location: GeoPoint { lat: 14.6, lon: -61.07 },
-        district: "Fort-de-France".into(),
-        values: vec![1.0; SensorKind::Light.quantities().len()],
-    };
+    let obs = |seq: u64| observation("light-crash-01", SensorKind::Light, seq, 1.0);
     for seq in 1..=10 {
         broker.publish(&light, Some("light-crash-01"), &obs(seq).to_mqtt_json());
     }

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{free_port, ChildGuard, Endpoint, Subscriber};
+use support::{free_port, wait_until, ChildGuard, Endpoint, Subscriber};
 use twins::Observation;
 
 const BIN: &str = env!("CARGO_BIN_EXE_twinrt");
@@ -40,21 +40,19 @@ async fn the_sink_outage_scenario_runs_through_the_binary_and_reports_what_happe
     while sub.is_none() && start.elapsed() < Duration::from_secs(10) {
         sub = Subscriber::connect(&Endpoint::plain(mqtt), "city/sensors/#").await.ok();
         if sub.is_none() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(support::POLL_INTERVAL).await;
         }
     }
     let sub = sub.expect("the embedded broker listens");
 
     // It stops by itself after --duration (8 s); give it its shutdown grace too.
     let mut status = None;
-    let start = std::time::Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Some(s) = guard.try_wait() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("twinrt to stop by itself after --duration", Duration::from_secs(30), || {
+        status = guard.try_wait();
+        status.is_some()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let status = status.expect("twinrt stops by itself after --duration");
     let mut child = guard.into_inner().expect("child");
     let mut stdout = String::new();
