@@ -226,9 +226,13 @@ impl PulsarBroker {
             let _ = l.await;
         }
         self.drop_connections();
-        let start = Instant::now();
-        while self.live.load(Ordering::SeqCst) > 0 && start.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        let live = self.live.clone();
+        if let Err(e) = super::wait_until("the connection tasks to end", Duration::from_secs(5), || {
+            live.load(Ordering::SeqCst) == 0
+        })
+        .await
+        {
+            lock(&self.inner).events.push(format!("stop: {e}"));
         }
     }
 
@@ -243,7 +247,7 @@ impl PulsarBroker {
                 Ok(l) => break l,
                 Err(e) if start.elapsed() < Duration::from_secs(5) => {
                     let _ = e;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(super::POLL_INTERVAL).await;
                 }
                 Err(e) => return Err(format!("pulsar test broker: bind 127.0.0.1:{} again: {e}", self.port)),
             }
