@@ -28,6 +28,7 @@ use serde_json::{json, Value};
 
 use super::{free_port, round3, Check, Report};
 use crate::config::Config;
+use crate::sinks::influxdb::InfluxWriter;
 use crate::Runtime;
 
 #[derive(Debug, Args, Default)]
@@ -266,28 +267,17 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
         let mut best = 0.0f64;
         let passes = [1usize, 2];
         for concurrency in passes {
-            let client = influxdb2::ClientBuilder::new(vm.url(), "digitribe", "")
-                .gzip(true)
-                .build()
-                .map_err(|e| format!("influxdb2 client: {e}"))?;
+            let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
             let queue = Arc::new(Mutex::new(bodies.clone().into_iter()));
             let t = Instant::now();
             let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
             for _ in 0..concurrency {
-                let (client, queue) = (client.clone(), queue.clone());
+                let (writer, queue) = (writer.clone(), queue.clone());
                 tasks.push(tokio::spawn(async move {
                     loop {
                         let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
                         let Some(body) = next else { return Ok(()) };
-                        client
-                            .write_line_protocol_with_precision(
-                                "digitribe",
-                                "iot_data",
-                                body,
-                                influxdb2::api::write::TimestampPrecision::Milliseconds,
-                            )
-                            .await
-                            .map_err(|e| format!("direct write: {e}"))?;
+                        writer.write(body.into_bytes()).await.map_err(|e| format!("direct write: {e}"))?;
                     }
                 }));
             }

@@ -290,6 +290,9 @@ pub struct RedpandaConsumerConfig {
     /// How long to wait for the sink to settle a fetched batch before giving up on it
     /// (then nothing is committed and the instance is recreated).
     pub ack_timeout: Duration,
+    /// Most records fetched and offered to the sink but not yet stored: the consumer fetches
+    /// ahead while the sink writes. At most half the sink's `queue_capacity` (its default).
+    pub max_in_flight: usize,
     /// Bound of every other call to the proxy.
     pub request_timeout: Duration,
 }
@@ -618,7 +621,7 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     let mut ngsild = Vec::new();
     for mut t in r.sections(&mut s, "ngsild") {
         let path = t.path.clone();
-        let common = read_http_common(r, &mut t, 100, Duration::from_millis(200));
+        let common = read_http_common(r, &mut t, SinkDefaults::ordered(100, Duration::from_millis(200)));
         let context: Vec<String> = match t_opt_strings(r, &mut t, "context") {
             Some(c) if !c.is_empty() => c,
             _ => vec![NGSI_LD_CORE_CONTEXT.to_string()],
@@ -639,7 +642,7 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     }
     let mut sensorthings = Vec::new();
     for mut t in r.sections(&mut s, "sensorthings") {
-        let common = read_http_common(r, &mut t, 50, Duration::from_millis(100));
+        let common = read_http_common(r, &mut t, SinkDefaults::ordered(50, Duration::from_millis(100)));
         let username = r.opt(&mut t, "username");
         let password: Option<String> = r.opt(&mut t, "password");
         let use_batch = r.or(&mut t, "use_batch", true);
@@ -650,10 +653,16 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     }
     let mut influxdb = Vec::new();
     for mut t in r.sections(&mut s, "influxdb") {
-        let common = read_http_common(r, &mut t, 5000, Duration::from_secs(1));
+        let common = read_http_common(
+            r,
+            &mut t,
+            // Two writes at once: a write is mostly the server's work, and points carry their
+            // own time, so the order of batches does not matter.
+            SinkDefaults { batch_size: 5000, linger: Duration::from_secs(1), queue_capacity: 20_000, concurrency: 2 },
+        );
         let org = r.or(&mut t, "org", "digitribe".to_string());
         let bucket = r.or(&mut t, "bucket", "iot_data".to_string());
-        let gzip = r.or(&mut t, "gzip", true);
+        let gzip = r.or(&mut t, "gzip", false);
         r.finish(t, &[HTTP_KEYS, &["org", "bucket", "gzip"]].concat());
         if let Some(common) = common {
             influxdb.push(InfluxDbSinkConfig { common, org, bucket, gzip });
@@ -662,7 +671,7 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     let mut redpanda = Vec::new();
     for mut t in r.sections(&mut s, "redpanda") {
         let path = t.path.clone();
-        let common = read_http_common(r, &mut t, 500, Duration::from_millis(200));
+        let common = read_http_common(r, &mut t, SinkDefaults::ordered(500, Duration::from_millis(200)));
         let topic_prefix = r.or(&mut t, "topic_prefix", String::new());
         if !topic_prefix.is_empty() {
             if let Err(e) = check_topic(&format!("{topic_prefix}air-quality")) {
@@ -812,6 +821,7 @@ const HTTP_KEYS: &[&str] = &[
     "queue_capacity",
     "batch_size",
     "linger",
+    "concurrency",
     "request_timeout",
     "retry_min",
     "retry_max",
@@ -847,22 +857,36 @@ fn t_opt_strings(r: &mut Reader<'_>, t: &mut Section, key: &str) -> Option<Vec<S
     }
 }
 
-fn read_http_common(
-    r: &mut Reader<'_>,
-    t: &mut Section,
-    default_batch: usize,
-    default_linger: Duration,
-) -> Option<HttpSinkCommon> {
-    read_sink_common(r, t, default_batch, default_linger, check_http_url)
+fn read_http_common(r: &mut Reader<'_>, t: &mut Section, defaults: SinkDefaults) -> Option<HttpSinkCommon> {
+    read_sink_common(r, t, defaults, check_http_url)
 }
+
+/// The defaults of a batching sink kind.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SinkDefaults {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub queue_capacity: usize,
+    /// Batches sent at once: 1 keeps the order of batches; more only where the broker does
+    /// not care (InfluxDB points carry their own time).
+    pub concurrency: usize,
+}
+
+impl SinkDefaults {
+    pub(crate) const fn ordered(batch_size: usize, linger: Duration) -> SinkDefaults {
+        SinkDefaults { batch_size, linger, queue_capacity: 10_000, concurrency: 1 }
+    }
+}
+
+/// Most batches a sink sends at once (`concurrency`).
+pub const MAX_SINK_CONCURRENCY: usize = 16;
 
 /// What every batching sink has (name, url, queue, batching, retries, token), with the
 /// URL checked by `check_url`.
 fn read_sink_common(
     r: &mut Reader<'_>,
     t: &mut Section,
-    default_batch: usize,
-    default_linger: Duration,
+    defaults: SinkDefaults,
     check_url: fn(&str) -> Result<String, String>,
 ) -> Option<HttpSinkCommon> {
     let path = t.path.clone();
@@ -878,17 +902,21 @@ fn read_sink_common(
             None
         }
     });
-    let queue_capacity = r.or(t, "queue_capacity", 10_000usize);
+    let queue_capacity = r.or(t, "queue_capacity", defaults.queue_capacity);
     if queue_capacity == 0 {
         r.problem(format!("{path}.queue_capacity"), "must be at least 1");
     }
     let overflow = faults::read_overflow(r, t);
     let spill = faults::read_spill(r, t);
-    let batch_size = r.or(t, "batch_size", default_batch);
+    let batch_size = r.or(t, "batch_size", defaults.batch_size);
     if batch_size == 0 {
         r.problem(format!("{path}.batch_size"), "must be at least 1");
     }
-    let linger = r.or(t, "linger", default_linger);
+    let linger = r.or(t, "linger", defaults.linger);
+    let concurrency = r.or(t, "concurrency", defaults.concurrency);
+    if !(1..=MAX_SINK_CONCURRENCY).contains(&concurrency) {
+        r.problem(format!("{path}.concurrency"), format!("must be from 1 to {MAX_SINK_CONCURRENCY}"));
+    }
     let request_timeout = r.or(t, "request_timeout", Duration::from_secs(10));
     if request_timeout.is_zero() {
         r.problem(format!("{path}.request_timeout"), "must be > 0");
@@ -906,7 +934,14 @@ fn read_sink_common(
         queue_capacity,
         overflow,
         spill,
-        batch: crate::sinks::batch::BatchSettings { batch_size, linger, request_timeout, retry_min, retry_max },
+        batch: crate::sinks::batch::BatchSettings {
+            batch_size,
+            linger,
+            request_timeout,
+            retry_min,
+            retry_max,
+            concurrency,
+        },
         token,
         consumer_only,
     })
@@ -966,6 +1001,7 @@ const REDPANDA_CONSUMER_KEYS: &[&str] = &[
     "max_payload_bytes",
     "fetch_timeout",
     "ack_timeout",
+    "max_in_flight",
     "request_timeout",
 ];
 
@@ -1001,6 +1037,22 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
     let poll_interval = r.or(s, "poll_interval", Duration::from_secs(10));
     check_interval(r, &format!("{path}.poll_interval"), poll_interval);
     let sink: Option<String> = r.req(s, "sink");
+    // Half the sink's queue: records in flight never push each other out of it.
+    let half_queue = sink
+        .as_ref()
+        .and_then(|name| sinks.influxdb.iter().find(|i| &i.common.name == name))
+        .map(|i| (i.common.queue_capacity / 2).max(1));
+    let max_in_flight = r.or(s, "max_in_flight", half_queue.unwrap_or(1));
+    if max_in_flight == 0 {
+        r.problem(format!("{path}.max_in_flight"), "must be at least 1");
+    } else if let (Some(half), Some(name)) = (half_queue, &sink) {
+        if max_in_flight > half {
+            r.problem(
+                format!("{path}.max_in_flight"),
+                format!("{max_in_flight} exceeds half the queue_capacity of sink \"{name}\" ({half})"),
+            );
+        }
+    }
     if let Some(name) = &sink {
         if !sinks.influxdb.iter().any(|i| &i.common.name == name) {
             let known: Vec<&str> = sinks.influxdb.iter().map(|i| i.common.name.as_str()).collect();
@@ -1036,6 +1088,7 @@ fn read_redpanda_consumer(r: &mut Reader<'_>, s: &mut Section, sinks: &SinksConf
         max_payload_bytes,
         fetch_timeout,
         ack_timeout,
+        max_in_flight,
         request_timeout,
     })
 }
@@ -1438,6 +1491,11 @@ sink = "influx"
         assert_eq!(rc.topics, REDPANDA_TOPICS.iter().map(|t| t.to_string()).collect::<Vec<_>>());
         assert_eq!(rc.poll_interval, Duration::from_secs(10));
         assert_eq!(rc.sink, "influx");
+        // InfluxDB: two writes at once, a queue of 20,000, half of it in flight from the consumer.
+        let influx = &c.sinks.influxdb[0].common;
+        assert_eq!((influx.batch.concurrency, influx.queue_capacity, rc.max_in_flight), (2, 20_000, 10_000));
+        assert!(!c.sinks.influxdb[0].gzip);
+        assert_eq!(rp.common.batch.concurrency, 1, "other sinks keep the order of batches");
         let c = Config::parse(DEFAULT_TOML, "d", &[]).expect("default");
         assert!(c.redpanda_consumer.is_none() && c.sinks.redpanda.is_empty());
     }
@@ -1479,6 +1537,15 @@ colour = "red"
             ("redpanda_consumer.fetch_max_bytes", "line 19", "at least 1"),
             ("redpanda_consumer.ack_timeout", "line 20", "> 0"),
             ("redpanda_consumer.colour", "line 21", "unknown key"),
+        ];
+        assert_problems(&err, &expect);
+
+        let text = "[[sinks.influxdb]]\nname = \"i\"\nurl = \"http://127.0.0.1:8428\"\nqueue_capacity = 100\nconcurrency = 17\n\n\
+                    [redpanda_consumer]\nurl = \"http://127.0.0.1:8082\"\nsink = \"i\"\nmax_in_flight = 51\n";
+        let err = Config::parse(text, "t.toml", &[]).expect_err("must fail");
+        let expect = [
+            ("sinks.influxdb[0].concurrency", "line 5", "from 1 to 16"),
+            ("redpanda_consumer.max_in_flight", "line 10", "exceeds half the queue_capacity of sink \"i\" (50)"),
         ];
         assert_problems(&err, &expect);
 

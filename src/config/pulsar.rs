@@ -7,7 +7,8 @@ use twins::SensorKind;
 
 use super::reader::{Reader, Section};
 use super::{
-    read_max_payload, read_sink_common, read_token, t_opt_strings, HttpSinkCommon, Secret, SinksConfig, HTTP_KEYS,
+    read_max_payload, read_sink_common, read_token, t_opt_strings, HttpSinkCommon, Secret, SinkDefaults, SinksConfig,
+    HTTP_KEYS,
 };
 
 /// The seed's topics: `persistent://public/default/smartcity-{type}`, with the type
@@ -148,7 +149,7 @@ pub fn check_pulsar_topic(topic: &str) -> Result<(), String> {
 
 pub(super) fn read_sink(r: &mut Reader<'_>, t: &mut Section) -> Option<PulsarSinkConfig> {
     let path = t.path.clone();
-    let common = read_sink_common(r, t, 500, Duration::from_millis(20), parse_pulsar_url);
+    let common = read_sink_common(r, t, SinkDefaults::ordered(500, Duration::from_millis(20)), parse_pulsar_url);
     let topic_prefix = r.or(t, "topic_prefix", PULSAR_TOPIC_PREFIX.to_string());
     if let Err(e) = check_pulsar_topic(&format!("{topic_prefix}traffic")) {
         r.problem(format!("{path}.topic_prefix"), e);

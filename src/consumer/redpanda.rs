@@ -10,21 +10,23 @@
 //!    backlog is read without waiting;
 //! 4. decode each record (base64, then the MQTT JSON); bad records are counted and skipped,
 //!    but their offsets are committed with the rest, so they never block the group;
-//! 5. offer the observations to the sink with an [`AckGroup`] (in chunks no larger than
-//!    half the sink's queue, so they cannot push each other out) and wait, up to
-//!    `ack_timeout`, for the sink to settle them;
-//! 6. all stored: commit (step 2). Otherwise nothing is committed: the instance is deleted
-//!    and recreated, and the next fetch reads again from the committed offsets (the API
-//!    has no seek).
+//! 5. offer the observations to the sink with an [`AckGroup`], and fetch again (step 2)
+//!    while the sink writes them, as long as fewer than `max_in_flight` observations (at
+//!    most half the sink's queue, so they cannot push each other out) wait for it; beyond,
+//!    wait, up to `ack_timeout` from its offer, for the oldest batch to be settled;
+//! 6. settled batches are committed oldest first, and a batch only once every older one is
+//!    stored (step 2). A batch not stored: nothing more is committed, the instance is
+//!    deleted and recreated, and the next fetch reads again from the committed offsets (the
+//!    API has no seek).
 //!
 //! A 404 on any instance call (the proxy expired or forgot the instance) recreates it.
 //! Every call has a timeout. On shutdown, the worker finishes the batch in hand, commits
 //! it, and deletes its instance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
@@ -113,22 +115,34 @@ impl ProxyClient {
         timeout: Duration,
         what: &str,
     ) -> Result<(StatusCode, String), CallError> {
+        let (status, body) = self.call_bytes(rb, timeout, what).await?;
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// [`call`](Self::call), the body as it came.
+    async fn call_bytes(
+        &self,
+        rb: reqwest::RequestBuilder,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(StatusCode, Vec<u8>), CallError> {
         let fut = async {
             let resp = rb.send().await.map_err(|e| CallError::Failed(format!("{what}: {e}")))?;
             let status = resp.status();
-            let text = resp.text().await.map_err(|e| CallError::Failed(format!("{what}: reading the answer: {e}")))?;
-            Ok((status, text))
+            let body = resp.bytes().await.map_err(|e| CallError::Failed(format!("{what}: reading the answer: {e}")))?;
+            Ok((status, body.to_vec()))
         };
-        let (status, text) = tokio::time::timeout(timeout, fut)
+        let (status, body) = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| CallError::Failed(format!("{what}: no answer within {timeout:?}")))??;
+        let text = || String::from_utf8_lossy(&body).into_owned();
         if status == StatusCode::NOT_FOUND {
-            return Err(CallError::NotFound(format!("{what}: HTTP 404: {}", truncated(&text))));
+            return Err(CallError::NotFound(format!("{what}: HTTP 404: {}", truncated(&text()))));
         }
         if !status.is_success() {
-            return Err(CallError::Failed(format!("{what}: HTTP {}: {}", status.as_u16(), truncated(&text))));
+            return Err(CallError::Failed(format!("{what}: HTTP {}: {}", status.as_u16(), truncated(&text()))));
         }
-        Ok((status, text))
+        Ok((status, body))
     }
 
     fn json_request(&self, method: reqwest::Method, url: String, body: &Value) -> reqwest::RequestBuilder {
@@ -173,8 +187,8 @@ impl ProxyClient {
             self.fetch_max_bytes
         );
         let rb = self.client.get(url).header(ACCEPT, BINARY_V2);
-        let (_, text) = self.call(rb, self.fetch_timeout + self.request_timeout, "fetch").await?;
-        decode_records(&text, self.max_payload_bytes).map_err(CallError::Failed)
+        let (_, body) = self.call_bytes(rb, self.fetch_timeout + self.request_timeout, "fetch").await?;
+        decode_records(&body, self.max_payload_bytes).map_err(CallError::Failed)
     }
 
     /// Commit `(topic, partition, next offset)` for the group.
@@ -200,39 +214,114 @@ impl ProxyClient {
 /// Read a fetch answer: the API document's `{"records": [...]}`, or the bare array real
 /// proxies send. Records are read one by one: a bad one never spoils the others.
 /// A record value longer than `max_payload` bytes (decoded) is a bad record.
-pub fn decode_records(text: &str, max_payload: usize) -> Result<Vec<Fetched>, String> {
+pub fn decode_records(body: &[u8], max_payload: usize) -> Result<Vec<Fetched>, String> {
+    // The common case, read straight into typed records; if any record has a field of an
+    // unexpected type, the whole answer is read again as a JSON tree, record by record.
+    if let Some(records) = fast_records(body) {
+        let mut buf = Vec::new();
+        return Ok(records
+            .iter()
+            .map(|r| {
+                let value = match &r.value {
+                    Some(v) => RecordValue::Str(v),
+                    None => RecordValue::Missing,
+                };
+                decode_record(r.topic.as_deref(), r.partition, r.offset, value, max_payload, &mut buf)
+            })
+            .collect());
+    }
+    let text = String::from_utf8_lossy(body);
     let doc: Value =
-        serde_json::from_str(text).map_err(|e| format!("fetch: unreadable answer ({e}): {}", truncated(text)))?;
+        serde_json::from_slice(body).map_err(|e| format!("fetch: unreadable answer ({e}): {}", truncated(&text)))?;
     let items = match &doc {
         Value::Array(a) => a,
         Value::Object(o) => match o.get("records") {
             Some(Value::Array(a)) => a,
-            _ => return Err(format!("fetch: no records array in {}", truncated(text))),
+            _ => return Err(format!("fetch: no records array in {}", truncated(&text))),
         },
-        _ => return Err(format!("fetch: no records array in {}", truncated(text))),
+        _ => return Err(format!("fetch: no records array in {}", truncated(&text))),
     };
-    Ok(items.iter().map(|r| decode_record(r, max_payload)).collect())
+    let mut buf = Vec::new();
+    Ok(items
+        .iter()
+        .map(|r| {
+            let value = match r.get("value") {
+                Some(Value::String(v)) => RecordValue::Str(v),
+                Some(Value::Null) | None => RecordValue::Missing,
+                Some(other) => RecordValue::Other(other.to_string()),
+            };
+            decode_record(
+                r.get("topic").and_then(Value::as_str),
+                r.get("partition").and_then(Value::as_i64),
+                r.get("offset").and_then(Value::as_i64),
+                value,
+                max_payload,
+                &mut buf,
+            )
+        })
+        .collect())
 }
 
-fn decode_record(r: &Value, max_payload: usize) -> Fetched {
-    let position = match (
-        r.get("topic").and_then(Value::as_str),
-        r.get("partition").and_then(Value::as_i64),
-        r.get("offset").and_then(Value::as_i64),
-    ) {
+/// A record as the fast path reads it (other members, like `key`, are skipped).
+#[derive(serde::Deserialize)]
+struct WireRecord<'a> {
+    #[serde(borrow, default)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    partition: Option<i64>,
+    #[serde(default)]
+    offset: Option<i64>,
+    #[serde(borrow, default)]
+    value: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct WireRecords<'a> {
+    #[serde(borrow)]
+    records: Vec<WireRecord<'a>>,
+}
+
+fn fast_records(body: &[u8]) -> Option<Vec<WireRecord<'_>>> {
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => serde_json::from_slice(body).ok(),
+        _ => serde_json::from_slice::<WireRecords<'_>>(body).ok().map(|w| w.records),
+    }
+}
+
+/// A record's `value` member.
+enum RecordValue<'a> {
+    Str(&'a str),
+    /// Absent or `null`.
+    Missing,
+    /// Anything else, as JSON.
+    Other(String),
+}
+
+fn decode_record(
+    topic: Option<&str>,
+    partition: Option<i64>,
+    offset: Option<i64>,
+    value: RecordValue<'_>,
+    max_payload: usize,
+    buf: &mut Vec<u8>,
+) -> Fetched {
+    let position = match (topic, partition, offset) {
         (Some(t), Some(p), Some(o)) if o >= 0 => Some((t.to_string(), p, o)),
         _ => None,
     };
-    let decoded = match r.get("value") {
-        Some(Value::String(v)) => match base64::engine::general_purpose::STANDARD.decode(v.as_bytes()) {
-            Ok(bytes) if bytes.len() > max_payload => {
-                Err(format!("value of {} bytes exceeds max_payload_bytes ({max_payload})", bytes.len()))
+    let decoded = match value {
+        RecordValue::Str(v) => {
+            buf.clear();
+            match base64::engine::general_purpose::STANDARD.decode_vec(v.as_bytes(), buf) {
+                Ok(()) if buf.len() > max_payload => {
+                    Err(format!("value of {} bytes exceeds max_payload_bytes ({max_payload})", buf.len()))
+                }
+                Ok(()) => Observation::from_mqtt_json(buf).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("value is not base64: {e}")),
             }
-            Ok(bytes) => Observation::from_mqtt_json(&bytes).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("value is not base64: {e}")),
-        },
-        Some(Value::Null) | None => Err("record without a value".to_string()),
-        Some(other) => Err(format!("value is not a base64 string: {}", truncated(&other.to_string()))),
+        }
+        RecordValue::Missing => Err("record without a value".to_string()),
+        RecordValue::Other(other) => Err(format!("value is not a base64 string: {}", truncated(&other))),
     };
     let decoded = match (decoded, &position) {
         (Ok(obs), None) => Err(format!("record of {} without topic, partition or offset", obs.sensor_id)),
@@ -261,35 +350,126 @@ async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bo
     *stop.borrow()
 }
 
-/// Offer the observations to the sink and wait until it stored them all (true), or one was
-/// refused or dropped, or `ack_timeout` passed (false).
-async fn deliver(h: &ConsumerHandle, obs: Vec<Observation>) -> bool {
-    let chunk = (h.sink.capacity() / 2).max(1);
-    let mut rest = obs.into_iter().peekable();
-    while rest.peek().is_some() {
-        let part: Vec<Observation> = rest.by_ref().take(chunk).collect();
-        let group = AckGroup::new(part.len());
-        for o in part {
-            h.sink.offer(Envelope::with_ack(o, group.clone()));
-        }
-        match tokio::time::timeout(h.config.ack_timeout, group.wait()).await {
-            Ok(0) => {}
-            Ok(n) => {
-                h.record_error(format!("sink {} did not store {n} observations (refused or dropped)", h.sink.name));
-                return false;
+/// A fetched batch not yet wholly offered to the sink.
+struct Fetch {
+    obs: std::vec::IntoIter<Observation>,
+    /// What committing it means, once all of it is stored.
+    commit: PendingCommit,
+}
+
+/// A part of a fetched batch offered to the sink, waiting to be settled.
+struct InFlight {
+    group: Arc<AckGroup>,
+    count: usize,
+    /// The fetch's commit, on its last part only.
+    commit: Option<PendingCommit>,
+    offered: Instant,
+}
+
+/// The fetched batches between the proxy and the sink, oldest first.
+struct Pipeline {
+    window: usize,
+    waiting: Option<Fetch>,
+    in_flight: VecDeque<InFlight>,
+    /// Observations offered and not yet settled.
+    outstanding: usize,
+}
+
+impl Pipeline {
+    fn new(window: usize) -> Pipeline {
+        Pipeline { window: window.max(1), waiting: None, in_flight: VecDeque::new(), outstanding: 0 }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.waiting.is_none() && self.in_flight.is_empty()
+    }
+
+    /// Room for a new fetch: nothing waits to be offered and the window is not full.
+    fn has_room(&self) -> bool {
+        self.waiting.is_none() && self.outstanding < self.window
+    }
+
+    /// Offer what waits, as far as the window allows.
+    fn offer(&mut self, h: &ConsumerHandle) {
+        let Some(fetch) = self.waiting.as_mut() else { return };
+        while self.outstanding < self.window || fetch.obs.len() == 0 {
+            let part: Vec<Observation> =
+                fetch.obs.by_ref().take(self.window - self.outstanding.min(self.window)).collect();
+            let last = fetch.obs.len() == 0;
+            let group = AckGroup::new(part.len());
+            self.outstanding += part.len();
+            let count = part.len();
+            for o in part {
+                h.sink.offer(Envelope::with_ack(o, group.clone()));
             }
-            Err(_) => {
-                h.record_error(format!(
-                    "sink {} did not store the batch within {:?} ({} pending)",
-                    h.sink.name,
-                    h.config.ack_timeout,
-                    group.pending()
-                ));
-                return false;
+            let commit = last.then(|| std::mem::take(&mut fetch.commit));
+            self.in_flight.push_back(InFlight { group, count, commit, offered: Instant::now() });
+            if last {
+                self.waiting = None;
+                return;
             }
         }
     }
-    true
+
+    /// Wait for the oldest part to be settled (up to `ack_timeout` from its offer): the
+    /// commit it completes, if any, or why it was not stored.
+    async fn settle_oldest(&mut self, h: &ConsumerHandle) -> Result<Option<PendingCommit>, String> {
+        let Some(oldest) = self.in_flight.pop_front() else { return Ok(None) };
+        self.outstanding = self.outstanding.saturating_sub(oldest.count);
+        let left = h.config.ack_timeout.saturating_sub(oldest.offered.elapsed());
+        match tokio::time::timeout(left, oldest.group.wait()).await {
+            Ok(0) => Ok(oldest.commit),
+            Ok(n) => Err(format!("sink {} did not store {n} observations (refused or dropped)", h.sink.name)),
+            Err(_) => Err(format!(
+                "sink {} did not store the batch within {:?} ({} pending)",
+                h.sink.name,
+                h.config.ack_timeout,
+                oldest.group.pending()
+            )),
+        }
+    }
+
+    /// Offer and settle everything, oldest first, adding what it completes to the pending
+    /// commit; stops at the first part not stored.
+    async fn drain(&mut self, h: &ConsumerHandle) -> Result<(), String> {
+        loop {
+            self.offer(h);
+            if self.in_flight.is_empty() {
+                return Ok(());
+            }
+            if let Some(c) = self.settle_oldest(h).await? {
+                add_pending(h, c);
+            }
+        }
+    }
+
+    /// Is the oldest part settled already?
+    fn oldest_settled(&self) -> bool {
+        self.in_flight.front().is_some_and(|f| f.group.pending() == 0)
+    }
+
+    /// Forget everything (it is read again from the committed offsets).
+    fn clear(&mut self) {
+        self.waiting = None;
+        self.in_flight.clear();
+        self.outstanding = 0;
+    }
+}
+
+/// Add a settled batch's commit to what waits to be committed.
+fn add_pending(h: &ConsumerHandle, c: PendingCommit) {
+    if c.offsets.is_empty() {
+        return;
+    }
+    let mut p = lock(&h.pending);
+    let p = p.get_or_insert_with(PendingCommit::default);
+    p.records += c.records;
+    for (t, part, o) in c.offsets {
+        match p.offsets.iter_mut().find(|(pt, pp, _)| *pt == t && *pp == part) {
+            Some(e) => e.2 = e.2.max(o),
+            None => p.offsets.push((t, part, o)),
+        }
+    }
 }
 
 /// The worker of a consumer actor (see the module documentation).
@@ -305,8 +485,18 @@ pub async fn run(h: Arc<ConsumerHandle>) {
     };
     let mut stop = h.stop_signal();
     let mut instance: Option<String> = lock(&h.instance).clone();
+    let mut pipe = Pipeline::new(cfg.max_in_flight.min((h.sink.capacity() / 2).max(1)));
+    // The last fetch found nothing: wait for the oldest batch in flight before the next.
+    let mut drain_next = false;
     loop {
         if instance.is_none() {
+            // What is in flight is stored first, and committed through the next instance
+            // (offsets belong to the group), which would otherwise read it again.
+            if let Err(e) = pipe.drain(&h).await {
+                h.record_error(e);
+                h.not_delivered.fetch_add(1, Ordering::Relaxed);
+                pipe.clear();
+            }
             if h.stopping() {
                 break;
             }
@@ -333,13 +523,53 @@ pub async fn run(h: Arc<ConsumerHandle>) {
             *lock(&h.instance) = None;
         };
 
+        // Settled batches, oldest first; then offer what waits; beyond the window (or when
+        // stopping, or when there is nothing to fetch) wait for the oldest.
+        let mut not_stored = None;
+        while pipe.oldest_settled() {
+            match pipe.settle_oldest(&h).await {
+                Ok(c) => c.into_iter().for_each(|c| add_pending(&h, c)),
+                Err(e) => {
+                    not_stored = Some(e);
+                    break;
+                }
+            }
+        }
+        pipe.offer(&h);
+        let must_wait = !pipe.has_room() || h.stopping() || std::mem::take(&mut drain_next);
+        if not_stored.is_none() && !pipe.is_empty() && must_wait {
+            match pipe.settle_oldest(&h).await {
+                Ok(c) => c.into_iter().for_each(|c| add_pending(&h, c)),
+                Err(e) => not_stored = Some(e),
+            }
+        }
+        if let Some(e) = not_stored {
+            // Not stored: read it all again from the committed offsets with a new instance.
+            h.record_error(e);
+            h.not_delivered.fetch_add(1, Ordering::Relaxed);
+            pipe.clear();
+            if let Err(e) = client.delete(&id).await {
+                h.record_error(e.to_string());
+            }
+            *lock(&h.instance) = None;
+            instance = None;
+            if pause(&mut stop, cfg.poll_interval).await {
+                break;
+            }
+            continue;
+        }
+
         // What the sink stored is committed first (also when stopping).
         let pending = lock(&h.pending).clone();
         if let Some(p) = pending {
             match client.commit(&id, &p.offsets).await {
                 Ok(()) => {
                     h.committed.fetch_add(p.records, Ordering::Relaxed);
-                    *lock(&h.pending) = None;
+                    let mut left = lock(&h.pending);
+                    // Batches settled meanwhile stay pending; only what was committed goes.
+                    if left.as_ref() == Some(&p) {
+                        *left = None;
+                    }
                 }
                 Err(e @ CallError::NotFound(_)) => {
                     // Committed through the next instance: offsets belong to the group.
@@ -349,7 +579,7 @@ pub async fn run(h: Arc<ConsumerHandle>) {
                 }
                 Err(e) => {
                     h.record_error(e.to_string());
-                    if pause(&mut stop, cfg.poll_interval).await {
+                    if pause(&mut stop, cfg.poll_interval).await && pipe.is_empty() {
                         break;
                     }
                     continue;
@@ -357,7 +587,13 @@ pub async fn run(h: Arc<ConsumerHandle>) {
             }
         }
         if h.stopping() {
-            break;
+            if pipe.is_empty() {
+                break;
+            }
+            continue;
+        }
+        if !pipe.has_room() {
+            continue;
         }
 
         h.last_poll_ms.store(now_ms(), Ordering::Relaxed);
@@ -370,24 +606,30 @@ pub async fn run(h: Arc<ConsumerHandle>) {
             }
             Err(e) => {
                 h.record_error(e.to_string());
-                if pause(&mut stop, cfg.poll_interval).await {
+                if pause(&mut stop, cfg.poll_interval).await && pipe.is_empty() {
                     break;
                 }
                 continue;
             }
         };
         if records.is_empty() {
-            if pause(&mut stop, cfg.poll_interval).await {
-                break;
+            // Nothing new: wait for what is in flight, else for the next poll.
+            if pipe.is_empty() {
+                if pause(&mut stop, cfg.poll_interval).await {
+                    break;
+                }
+            } else {
+                drain_next = true;
             }
             continue;
         }
         h.fetched.fetch_add(records.len() as u64, Ordering::Relaxed);
         let offsets = next_offsets(&records);
         let mut obs = Vec::with_capacity(records.len());
-        for r in &records {
-            match &r.decoded {
-                Ok(o) => obs.push(o.clone()),
+        let count = records.len() as u64;
+        for r in records {
+            match r.decoded {
+                Ok(o) => obs.push(o),
                 Err(e) => {
                     h.bad.fetch_add(1, Ordering::Relaxed);
                     let at = r.position.as_ref().map(|(t, p, o)| format!("{t}/{p}@{o}")).unwrap_or_else(|| "?".into());
@@ -396,22 +638,8 @@ pub async fn run(h: Arc<ConsumerHandle>) {
             }
         }
         h.decoded.fetch_add(obs.len() as u64, Ordering::Relaxed);
-        if deliver(&h, obs).await {
-            if !offsets.is_empty() {
-                *lock(&h.pending) = Some(PendingCommit { offsets, records: records.len() as u64 });
-            }
-            continue;
-        }
-        // Not stored: read it all again from the committed offsets with a new instance.
-        h.not_delivered.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = client.delete(&id).await {
-            h.record_error(e.to_string());
-        }
-        *lock(&h.instance) = None;
-        instance = None;
-        if pause(&mut stop, cfg.poll_interval).await {
-            break;
-        }
+        pipe.waiting = Some(Fetch { obs: obs.into_iter(), commit: PendingCommit { offsets, records: count } });
+        pipe.offer(&h);
     }
     let left = lock(&h.instance).take();
     if let Some(id) = left {
@@ -452,9 +680,9 @@ mod tests {
             { "topic": "traffic", "partition": 1 }
         ]})
         .to_string();
-        let recs = decode_records(&text, 65_536).expect("readable");
+        let recs = decode_records(text.as_bytes(), 65_536).expect("readable");
         assert_eq!(recs.len(), 5);
-        let small = decode_records(&text, 64).expect("readable");
+        let small = decode_records(text.as_bytes(), 64).expect("readable");
         assert!(
             small[0].decoded.as_ref().is_err_and(|e| e.contains("exceeds max_payload_bytes (64)")),
             "{:?}",
@@ -468,7 +696,17 @@ mod tests {
         assert_eq!(next_offsets(&recs), vec![("noise".into(), 0, 10), ("traffic".into(), 1, 3)]);
         // The bare array of real proxies reads the same.
         let arr = serde_json::from_str::<Value>(&text).expect("json")["records"].to_string();
-        assert_eq!(decode_records(&arr, 65_536).expect("readable").len(), 5);
-        assert!(decode_records("{\"error_code\":40403}", 65_536).is_err());
+        assert_eq!(decode_records(arr.as_bytes(), 65_536).expect("readable").len(), 5);
+        assert!(decode_records(b"{\"error_code\":40403}", 65_536).is_err());
+        // A member of an unexpected type (a string partition) spoils only its record.
+        let odd = json!([
+            { "topic": "noise", "partition": "0", "offset": 1, "value": b64(good) },
+            { "topic": "noise", "partition": 0, "offset": 2, "value": b64(good) }
+        ])
+        .to_string();
+        let recs = decode_records(odd.as_bytes(), 65_536).expect("readable");
+        assert!(recs[0].position.is_none() && recs[0].decoded.is_err(), "{:?}", recs[0]);
+        assert_eq!(recs[1].position, Some(("noise".into(), 0, 2)));
+        assert_eq!(recs[1].decoded.as_ref().ok(), Some(&obs));
     }
 }

@@ -12,13 +12,19 @@
 //!   are counted as failed and the server's message is logged and kept as the last error.
 //! - Per-entry failures reported by a successful response ([`BatchOutcome::failed`]) are
 //!   counted as failed; the rest as sent.
-//! - Every call is bounded by `request_timeout`. The batch in flight sits in a ledger that
-//!   the actor gives back to the queue if it dies, so a restart loses nothing.
+//! - Every call is bounded by `request_timeout`. The batches in flight sit in a ledger that
+//!   the actor gives back to the queue (oldest first) if it dies, so a restart loses nothing.
+//! - `concurrency` batches are sent at once, each by its own service (client); the next
+//!   batch is taken only when one of them is free. With 1 (the default of every sink but
+//!   InfluxDB) batches go out one after another, in order; with more, a batch may reach the
+//!   broker before an older one that is retried, but entries are still settled (counted
+//!   delivered, acknowledged) in the queue's order.
 //! - Injected faults ([`crate::faults::FaultGate`], in the sink's handle) are consulted
 //!   before each send: an injected failure is a [`SendError::Retriable`] (retried as any),
 //!   latency is waited before sending, a dropped connection rebuilds the service (new
 //!   client, new connections) and health-checks again.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -39,6 +45,8 @@ pub struct BatchSettings {
     pub request_timeout: Duration,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Batches sent at once (at least 1).
+    pub concurrency: usize,
 }
 
 /// Why a batch did not go through.
@@ -110,10 +118,52 @@ impl<S> Default for BatchSink<S> {
     }
 }
 
+/// The batches in flight, by the order they were taken, each with its outcome once the
+/// broker answered: which entries failed.
+#[derive(Default)]
+struct Ledger {
+    next: u64,
+    batches: BTreeMap<u64, Taken>,
+}
+
+/// A batch, and once answered which of its entries failed.
+type Taken = (Vec<Arc<Envelope>>, Option<Vec<bool>>);
+
+impl Ledger {
+    /// Settle the answered batches at the front, in the order they were taken: with
+    /// concurrent sends a batch may be answered before an older one, but its entries are
+    /// counted delivered (and acknowledged) only after the older ones, so the delivery
+    /// accounting sees the queue's order and a gap is always a loss.
+    fn settle_front(&mut self, handle: &SinkHandle) {
+        while let Some(first) = self.batches.first_entry() {
+            if first.get().1.is_none() {
+                return;
+            }
+            let (batch, failed) = first.remove();
+            settle(handle, &batch, failed.as_deref().unwrap_or_default());
+            handle.release_in_flight(batch.len());
+        }
+    }
+}
+
+/// Count each entry delivered, or failed where `failed` says so.
+fn settle(handle: &SinkHandle, batch: &[Arc<Envelope>], failed: &[bool]) {
+    for (i, env) in batch.iter().enumerate() {
+        if failed.get(i).copied().unwrap_or(false) {
+            handle.stats.failed.inc();
+            env.settle(false);
+        } else {
+            handle.stats.delivered(env);
+        }
+    }
+}
+
+type SharedLedger = Arc<Mutex<Ledger>>;
+
 pub struct BatchSinkState {
     handle: Arc<SinkHandle>,
     notify: Arc<Notify>,
-    ledger: Arc<Mutex<Vec<Arc<Envelope>>>>,
+    ledger: SharedLedger,
     worker: JoinHandle<()>,
     actor_id: ractor::ActorId,
 }
@@ -135,7 +185,7 @@ impl<S: BatchService> Actor for BatchSink<S> {
         let service = (args.make)()?;
         args.entry.attach(myself.get_cell());
         let notify = Arc::new(Notify::new());
-        let ledger = Arc::new(Mutex::new(Vec::new()));
+        let ledger = SharedLedger::default();
         let worker = tokio::spawn(work(
             service,
             args.make.clone(),
@@ -184,12 +234,19 @@ impl<S: BatchService> Actor for BatchSink<S> {
 }
 
 impl Drop for BatchSinkState {
-    /// However the actor ends: stop the worker, give its batch in flight back to the queue.
+    /// However the actor ends: stop the worker, settle the batches the broker answered,
+    /// give the others back to the queue.
     fn drop(&mut self) {
         self.worker.abort();
         self.handle.detach(self.actor_id);
         self.handle.stats.set_connected(false);
-        let pending = std::mem::take(&mut *lock(&self.ledger));
+        let mut pending = Vec::new();
+        for (batch, failed) in std::mem::take(&mut lock(&self.ledger).batches).into_values() {
+            match failed {
+                Some(failed) => settle(&self.handle, &batch, &failed),
+                None => pending.extend(batch),
+            }
+        }
         self.handle.requeue_front(pending);
         self.handle.set_in_flight(0);
     }
@@ -256,18 +313,47 @@ async fn reconnect<S: BatchService>(
     connect(service, handle, settings).await;
 }
 
+/// The dispatcher: takes a batch whenever a service is free and sends it in its own task.
 async fn work<S: BatchService>(
     mut service: S,
     make: Arc<dyn Fn() -> Result<S, String> + Send + Sync>,
     handle: Arc<SinkHandle>,
     settings: BatchSettings,
     notify: Arc<Notify>,
-    ledger: Arc<Mutex<Vec<Arc<Envelope>>>>,
+    ledger: SharedLedger,
 ) {
-    let stats = &handle.stats;
     handle.faults.take_drop(); // a request older than this connection is not for it
     connect(&mut service, &handle, &settings).await;
+    let settings = Arc::new(settings);
+    let lanes = settings.concurrency.max(1);
+    // Free services come back through this channel; the others are built on first need.
+    let (free_tx, mut free_rx) = tokio::sync::mpsc::channel::<S>(lanes);
+    let mut unbuilt = lanes - 1;
+    let mut spare = Some(service);
+    // Aborted with the dispatcher (when the actor ends), which aborts every send.
+    let mut sends = tokio::task::JoinSet::new();
     loop {
+        let mut service = match spare.take() {
+            Some(s) => s,
+            None => match free_rx.try_recv() {
+                Ok(s) => s,
+                Err(_) if unbuilt > 0 => {
+                    unbuilt -= 1;
+                    match make() {
+                        Ok(s) => s,
+                        Err(e) => {
+                            handle.stats.record_error(format!("building a client for a concurrent send: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                Err(_) => match free_rx.recv().await {
+                    Some(s) => s,
+                    None => return,
+                },
+            },
+        };
+        while sends.try_join_next().is_some() {}
         // Wait for work, then let a batch fill up for at most `linger`.
         while handle.queue_len() == 0 {
             notify.notified().await;
@@ -286,61 +372,81 @@ async fn work<S: BatchService>(
         // drained while it holds a batch.
         let batch = handle.take_in_flight(settings.batch_size);
         if batch.is_empty() {
+            spare = Some(service);
             continue;
         }
-        *lock(&ledger) = batch.clone();
-
-        let mut delay = settings.retry_min;
-        loop {
-            if handle.faults.take_drop() {
-                reconnect(&mut service, make.as_ref(), &handle, &settings).await;
+        if handle.queue_len() > 0 {
+            // More waits: another free lane may take it.
+            notify.notify_one();
+        }
+        let seq = {
+            let mut l = lock(&ledger);
+            let seq = l.next;
+            l.next += 1;
+            l.batches.insert(seq, (batch.clone(), None));
+            seq
+        };
+        let (make, handle, settings, ledger, free_tx) =
+            (make.clone(), handle.clone(), settings.clone(), ledger.clone(), free_tx.clone());
+        sends.spawn(async move {
+            let failed = deliver(&mut service, make.as_ref(), &handle, &settings, &batch).await;
+            {
+                let mut l = lock(&ledger);
+                if let Some(entry) = l.batches.get_mut(&seq) {
+                    entry.1 = Some(failed);
+                }
+                l.settle_front(&handle);
             }
-            let result = send_once(&mut service, &handle, &settings, &batch).await;
-            match result {
-                Ok(outcome) => {
-                    stats.set_connected(true);
-                    let mut failed = vec![false; batch.len()];
-                    for (i, reason) in &outcome.failed {
-                        if let Some(f) = failed.get_mut(*i) {
-                            *f = true;
-                        }
-                        tracing::warn!(sink = %handle.name, id = %batch.get(*i).map(|e| e.obs.sensor_id.as_str()).unwrap_or("?"), %reason, "entry refused");
-                        stats.record_error(format!("entry refused: {reason}"));
+            let _ = free_tx.send(service).await;
+        });
+    }
+}
+
+/// Send one batch until the broker took it (or rejected it), retrying with backoff: which
+/// entries failed.
+async fn deliver<S: BatchService>(
+    service: &mut S,
+    make: &(dyn Fn() -> Result<S, String> + Send + Sync),
+    handle: &SinkHandle,
+    settings: &BatchSettings,
+    batch: &[Arc<Envelope>],
+) -> Vec<bool> {
+    let stats = &handle.stats;
+    let mut delay = settings.retry_min;
+    loop {
+        if handle.faults.take_drop() {
+            reconnect(service, make, handle, settings).await;
+        }
+        match send_once(service, handle, settings, batch).await {
+            Ok(outcome) => {
+                stats.set_connected(true);
+                let mut failed = vec![false; batch.len()];
+                for (i, reason) in &outcome.failed {
+                    if let Some(f) = failed.get_mut(*i) {
+                        *f = true;
                     }
-                    for (env, f) in batch.iter().zip(failed) {
-                        if f {
-                            stats.failed.inc();
-                            env.settle(false);
-                        } else {
-                            stats.delivered(env);
-                        }
-                    }
-                    break;
+                    tracing::warn!(sink = %handle.name, id = %batch.get(*i).map(|e| e.obs.sensor_id.as_str()).unwrap_or("?"), %reason, "entry refused");
+                    stats.record_error(format!("entry refused: {reason}"));
                 }
-                Err(SendError::Rejected(msg)) => {
-                    stats.set_connected(true);
-                    tracing::error!(sink = %handle.name, entries = batch.len(), error = %msg, "batch rejected, not retried");
-                    stats.failed.inc_by(batch.len() as u64);
-                    for env in &batch {
-                        env.settle(false);
-                    }
-                    stats.record_error(msg);
-                    break;
+                return failed;
+            }
+            Err(SendError::Rejected(msg)) => {
+                stats.set_connected(true);
+                tracing::error!(sink = %handle.name, entries = batch.len(), error = %msg, "batch rejected, not retried");
+                stats.record_error(msg);
+                return vec![true; batch.len()];
+            }
+            Err(SendError::Retriable(msg)) => {
+                if stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(sink = %handle.name, error = %msg, "send failed, retrying with backoff");
                 }
-                Err(SendError::Retriable(msg)) => {
-                    if stats.connected.load(std::sync::atomic::Ordering::Relaxed) {
-                        tracing::warn!(sink = %handle.name, error = %msg, "send failed, retrying with backoff");
-                    }
-                    stats.set_connected(false);
-                    stats.record_error(msg);
-                    tokio::time::sleep(jitter(delay)).await;
-                    delay = (delay * 2).min(settings.retry_max);
-                    stats.retries.inc_by(batch.len() as u64);
-                }
+                stats.set_connected(false);
+                stats.record_error(msg);
+                tokio::time::sleep(jitter(delay)).await;
+                delay = (delay * 2).min(settings.retry_max);
+                stats.retries.inc_by(batch.len() as u64);
             }
         }
-        lock(&ledger).clear();
-        handle.set_in_flight(0);
     }
 }
 

@@ -758,13 +758,14 @@ impl SinkHandle {
     }
 
     /// Take up to `max` entries from the front and count them in flight, in one step (so
-    /// that [`is_drained`](Self::is_drained) never misses them).
+    /// that [`is_drained`](Self::is_drained) never misses them); the taker gives the count
+    /// back with [`release_in_flight`](Self::release_in_flight) once they are settled.
     pub fn take_in_flight(&self, max: usize) -> Vec<Arc<Envelope>> {
         let mut q = lock(&self.queue);
         self.refill(&mut q);
         let n = max.min(q.len());
         let out: Vec<_> = q.drain(..n).collect();
-        self.in_flight.store(out.len() as u64, Ordering::Relaxed);
+        self.in_flight.fetch_add(out.len() as u64, Ordering::Relaxed);
         self.refill(&mut q);
         self.queue_gauge.set(q.len() as i64);
         drop(q);
@@ -857,6 +858,11 @@ impl SinkHandle {
     /// come only delays it.
     pub fn newest_is_awaited(&self) -> bool {
         lock(&self.queue).back().is_some_and(|e| e.ack.is_some())
+    }
+
+    /// `n` entries taken with [`take_in_flight`](Self::take_in_flight) are settled.
+    pub fn release_in_flight(&self, n: usize) {
+        let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n as u64)));
     }
 
     pub fn set_in_flight(&self, n: usize) {

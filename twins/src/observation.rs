@@ -128,6 +128,18 @@ impl Observation {
     /// values, non-numeric values and wrong units are errors; values outside their quantity's
     /// range are accepted (injected faults produce them). `units` may be omitted.
     pub fn from_mqtt_json(bytes: &[u8]) -> Result<Observation, DecodeError> {
+        // The common case, a valid payload, read straight into its fields; anything the fast
+        // path is not sure of is read again below, which names the error.
+        match fast::decode(bytes) {
+            Some(obs) => Ok(obs),
+            None => Self::from_mqtt_json_checked(bytes),
+        }
+    }
+
+    /// [`from_mqtt_json`](Self::from_mqtt_json) without its fast path: the reference the
+    /// fast path is tested against.
+    #[doc(hidden)]
+    pub fn from_mqtt_json_checked(bytes: &[u8]) -> Result<Observation, DecodeError> {
         let doc: Value = serde_json::from_slice(bytes)?;
         let top = object(&doc, "$")?;
         if let Some(key) = top.keys().find(|k| !TOP_LEVEL_FIELDS.contains(&k.as_str())) {
@@ -191,6 +203,114 @@ impl Observation {
             observed_at,
             location: GeoPoint { lat, lon },
             district,
+            values,
+        })
+    }
+}
+
+/// The fast path of [`Observation::from_mqtt_json`]: typed, borrowing, no JSON tree. It
+/// accepts only what the checked path accepts, with the same result, and gives up (`None`)
+/// on anything else, duplicates included, so that the checked path names the error.
+mod fast {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{parse_timestamp, Observation, SensorKind};
+    use crate::spec::GeoPoint;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire<'a> {
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+        seq: u64,
+        #[serde(rename = "observedAt", borrow)]
+        observed_at: Cow<'a, str>,
+        #[serde(borrow)]
+        district: Cow<'a, str>,
+        location: Location,
+        #[serde(borrow)]
+        values: Pairs<'a, f64>,
+        // Absent is fine; `null` is not (it is not an object).
+        #[serde(borrow, default, deserialize_with = "present")]
+        units: Option<Pairs<'a, Cow<'a, str>>>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Location {
+        lat: f64,
+        lon: f64,
+    }
+
+    fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+        T::deserialize(d).map(Some)
+    }
+
+    /// A JSON object's members, in order.
+    struct Pairs<'a, V>(Vec<(Cow<'a, str>, V)>);
+
+    impl<'de: 'a, 'a, V: Deserialize<'de>> Deserialize<'de> for Pairs<'a, V> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V2<'a, V>(std::marker::PhantomData<(&'a (), V)>);
+            impl<'de: 'a, 'a, V: Deserialize<'de>> Visitor<'de> for V2<'a, V> {
+                type Value = Pairs<'a, V>;
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                    let mut out = Vec::with_capacity(m.size_hint().unwrap_or(6));
+                    while let Some((k, v)) = m.next_entry::<Cow<'de, str>, V>()? {
+                        out.push((k, v));
+                    }
+                    Ok(Pairs(out))
+                }
+            }
+            d.deserialize_map(V2(std::marker::PhantomData))
+        }
+    }
+
+    /// Every quantity of `kind` once, and nothing else: the members in quantity order.
+    fn in_order<'p, V>(kind: SensorKind, pairs: &'p [(Cow<'_, str>, V)]) -> Option<Vec<&'p V>> {
+        let quantities = kind.quantities();
+        if pairs.len() != quantities.len() {
+            return None;
+        }
+        quantities.iter().map(|q| pairs.iter().find(|(k, _)| k.as_ref() == q.name).map(|(_, v)| v)).collect()
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Observation> {
+        let w: Wire<'_> = serde_json::from_slice(bytes).ok()?;
+        let kind: SensorKind = w.kind.parse().ok()?;
+        if w.id.is_empty() || w.id.contains(['/', '+', '#']) || w.seq < 1 {
+            return None;
+        }
+        if !(-90.0..=90.0).contains(&w.location.lat) || !(-180.0..=180.0).contains(&w.location.lon) {
+            return None;
+        }
+        let values: Vec<f64> = in_order(kind, &w.values.0)?.into_iter().copied().collect();
+        if values.iter().any(|v| !v.is_finite()) {
+            return None;
+        }
+        if let Some(units) = &w.units {
+            let units = in_order(kind, &units.0)?;
+            if kind.quantities().iter().zip(units).any(|(q, u)| u.as_ref() != q.unit) {
+                return None;
+            }
+        }
+        let observed_at = parse_timestamp(&w.observed_at).ok()?;
+        Some(Observation {
+            sensor_id: w.id.into_owned(),
+            kind,
+            seq: w.seq,
+            observed_at,
+            location: GeoPoint { lat: w.location.lat, lon: w.location.lon },
+            district: w.district.into_owned(),
             values,
         })
     }

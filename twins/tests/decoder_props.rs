@@ -80,6 +80,11 @@ proptest! {
         }
         let keep = cut.index(bytes.len() + 1);
         bytes.truncate(keep.max(1));
+        prop_assert_eq!(
+            Observation::from_mqtt_json(&bytes).ok(),
+            Observation::from_mqtt_json_checked(&bytes).ok(),
+            "the fast path disagrees on {}", String::from_utf8_lossy(&bytes)
+        );
         match Observation::from_mqtt_json(&bytes) {
             Ok(o) => prop_assert!(o.seq >= 1 && !o.sensor_id.is_empty()),
             Err(e) => assert_names_the_place(&e),
@@ -103,6 +108,7 @@ proptest! {
         let mut doc: serde_json::Value = serde_json::from_slice(&obs.to_mqtt_json()).map_err(|e| TestCaseError::fail(e.to_string()))?;
         doc[field] = replacement;
         let bytes = serde_json::to_vec(&doc).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(Observation::from_mqtt_json(&bytes).ok(), Observation::from_mqtt_json_checked(&bytes).ok());
         match Observation::from_mqtt_json(&bytes) {
             Ok(_) => {}
             Err(e) => {
@@ -110,6 +116,48 @@ proptest! {
                 let msg = e.to_string();
                 prop_assert!(msg.contains(field) || msg.starts_with("$.type") || msg.starts_with("$.values") || msg.starts_with("$.units"), "{}: {}", field, msg);
             }
+        }
+    }
+
+    /// The decoder's fast path (typed, borrowing) accepts exactly what the checked path
+    /// accepts, with the same result: payloads re-encoded with keys in any order, members
+    /// repeated, `units` dropped or null, strings escaped, numbers written as integers.
+    #[test]
+    fn the_fast_path_agrees_with_the_checked_path(
+        obs in observation(),
+        order in Just((0..8usize).collect::<Vec<_>>()).prop_shuffle(),
+        repeat in proptest::option::of(0..8usize),
+        units in 0..3u8,
+        escape in any::<bool>(),
+        whole in any::<bool>(),
+    ) {
+        let doc: serde_json::Value = serde_json::from_slice(&obs.to_mqtt_json()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let members: Vec<(String, serde_json::Value)> = doc.as_object().map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+        let mut parts = Vec::new();
+        for &i in &order {
+            let Some((k, v)) = members.get(i) else { continue };
+            if k == "units" && units == 1 {
+                continue;
+            }
+            let v = if k == "units" && units == 2 { serde_json::Value::Null } else { v.clone() };
+            let mut text = v.to_string();
+            if whole && k == "values" {
+                text = text.replace(".0,", ",").replace(".0}", "}");
+            }
+            if escape && v.is_string() {
+                let s = v.as_str().unwrap_or_default();
+                text = format!("\"{}\"", s.encode_utf16().map(|u| format!("\\u{u:04x}")).collect::<String>());
+            }
+            parts.push(format!("{}:{}", serde_json::Value::String(k.clone()), text));
+            if repeat == Some(i) {
+                parts.push(format!("{}:{}", serde_json::Value::String(k.clone()), text));
+            }
+        }
+        let bytes = format!("{{{}}}", parts.join(",")).into_bytes();
+        let checked = Observation::from_mqtt_json_checked(&bytes).ok();
+        prop_assert_eq!(Observation::from_mqtt_json(&bytes).ok(), checked.clone(), "on {}", String::from_utf8_lossy(&bytes));
+        if units != 2 && members.len() == 8 {
+            prop_assert_eq!(checked, Some(obs), "on {}", String::from_utf8_lossy(&bytes));
         }
     }
 }
