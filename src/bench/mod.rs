@@ -189,6 +189,19 @@ pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+/// CPU time this process has used so far, user and system, in seconds (`utime` + `stime`
+/// of `/proc/self/stat`, in clock ticks of 1/100 s): a load-independent measure of work,
+/// where rates depend on what else runs.
+pub fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name (2nd field) may hold spaces; the fields after it are plain.
+    let Some((_, rest)) = s.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The resident set size of this process, in KiB (`VmRSS` of `/proc/self/status`).
 pub fn rss_kib() -> u64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/status") else { return 0 };

@@ -9,8 +9,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::hist::Hist;
 use crate::sinks::{SinkHandle, SinkMsg};
 
-/// Observations handled per wake-up before the actor yields to its mailbox.
+/// Observations taken from the queue at a time.
 const BATCH: usize = 1024;
+/// Observations handled per wake-up before the actor yields to its mailbox: the whole
+/// queue, nearly (one actor draining what thousands of twins produce must not wait for
+/// each of them to have had its turn between two batches).
+const PER_WAKE: usize = 64 * BATCH;
 
 pub struct NullSink;
 
@@ -53,18 +57,26 @@ impl Actor for NullSink {
         match msg {
             SinkMsg::Pump => {
                 h.woken();
-                let batch = h.take(BATCH);
-                let mut bytes = 0;
-                for env in &batch {
-                    s.buf.clear();
-                    env.obs.write_mqtt_json(&mut s.buf);
-                    bytes += s.buf.len() as u64;
-                    s.args.latency.record(env.emitted.elapsed());
-                    h.stats.delivered(env);
-                }
-                s.args.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-                if batch.len() == BATCH {
-                    h.wake();
+                let mut handled = 0;
+                loop {
+                    let batch = h.take(BATCH);
+                    let mut bytes = 0;
+                    for env in &batch {
+                        s.buf.clear();
+                        env.obs.write_mqtt_json(&mut s.buf);
+                        bytes += s.buf.len() as u64;
+                        s.args.latency.record(env.emitted.elapsed());
+                        h.stats.delivered(env);
+                    }
+                    s.args.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                    handled += batch.len();
+                    if batch.len() < BATCH {
+                        break;
+                    }
+                    if handled >= PER_WAKE {
+                        h.wake();
+                        break;
+                    }
                 }
             }
             SinkMsg::Ping(reply) => {

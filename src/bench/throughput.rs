@@ -1,5 +1,7 @@
 //! `throughput`: twins ticking as fast as they can into a null sink that encodes every
-//! observation: observations per second, and the emit-to-sink latency.
+//! observation: observations per second, and the emit-to-sink latency. The sink's queue
+//! blocks when full (`overflow = "block"`): the twins go as fast as the sink takes their
+//! observations, and none is generated only to be dropped.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use super::nullsink::{NullSink, NullSinkArgs};
 use super::{fleet_config, parse_duration, parse_kinds, round3, wait_for, Check, Report, Twins};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sinks::{SinkHandle, SinkSet};
+use crate::sinks::{Overflow, SinkHandle, SinkSet};
 
 #[derive(Debug, Args, Default)]
 pub struct ThroughputArgs {
@@ -33,7 +35,11 @@ pub struct ThroughputArgs {
     /// Measured window (default 10s; --quick 1s), after a warm-up of a fifth of it.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// The null sink's queue capacity (default 100,000).
+    /// What the null sink's full queue does: `block` (the twins wait for room) or
+    /// `drop_oldest` (default block).
+    #[arg(long)]
+    pub overflow: Option<String>,
+    /// The null sink's queue capacity (default 10,000, as every sink's).
     #[arg(long)]
     pub queue: Option<usize>,
 }
@@ -47,7 +53,7 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     let kinds = parse_kinds(&kinds_s)?;
     let interval = a.interval.unwrap_or(Duration::from_millis(1));
     let duration = a.duration.unwrap_or(if quick { Duration::from_secs(1) } else { Duration::from_secs(10) });
-    let queue = a.queue.unwrap_or(100_000);
+    let queue = a.queue.unwrap_or(10_000);
     let mut report = Report::new("throughput");
     report.param("twins", twins);
     report.param("districts", districts);
@@ -60,6 +66,15 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let metrics = Metrics::new();
     let handle = SinkHandle::new("null", "null", "null".into(), queue, &metrics);
+    // Backpressure, not loss: a twin whose observation finds the queue full waits for room
+    // (and its ticker parks it), so nothing is generated only to be dropped.
+    let overflow = a.overflow.unwrap_or_else(|| "block".into());
+    match overflow.as_str() {
+        "block" => handle.set_overflow(Overflow::Block { timeout: Duration::from_secs(5) }),
+        "drop_oldest" => handle.set_overflow(Overflow::DropOldest),
+        other => return Err(format!("--overflow: {other:?} is neither block nor drop_oldest")),
+    }
+    report.param("overflow", overflow);
     let latency = Arc::new(Hist::default());
     let bytes = Arc::new(AtomicU64::new(0));
     let (sink, sink_done) = Actor::spawn(
@@ -81,10 +96,12 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     let (s0, g0, d0, b0) =
         (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
     let t0 = Instant::now();
+    let cpu0 = super::cpu_seconds();
     tokio::time::sleep(duration).await;
     let (s1, g1, d1, b1) =
         (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = super::cpu_seconds() - cpu0;
     running.stop().await;
     sink.stop(None);
     let _ = sink_done.await;
@@ -94,6 +111,9 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     report.figure("observations_per_s", round3(rate));
     report.figure("generated_per_s", round3((g1 - g0) as f64 / secs));
     report.figure("dropped_per_s", round3((d1 - d0) as f64 / secs));
+    // Work per observation, whatever else the machine runs: 2 cores / this = the rate an
+    // idle 2-core machine would reach.
+    report.figure("cpu_us_per_observation", round3(cpu * 1e6 / (s1 - s0).max(1) as f64));
     report.figure("encoded_mib_per_s", round3((b1 - b0) as f64 / secs / 1048576.0));
     report.figure("latency_p50_ms", round3(latency.quantile_ms(0.5)));
     report.figure("latency_p99_ms", round3(latency.quantile_ms(0.99)));

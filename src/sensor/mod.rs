@@ -60,6 +60,15 @@ pub struct SensorSlot {
     pub entry: Arc<ActorEntry>,
     pub interval: Duration,
     pub kind: SensorKind,
+    /// Its ticker found it still busy with its last message and sends nothing more until
+    /// the actor, done with it, re-arms itself (see [`ticker`]).
+    pub parked: std::sync::atomic::AtomicBool,
+}
+
+impl SensorSlot {
+    pub fn new(entry: Arc<ActorEntry>, interval: Duration, kind: SensorKind) -> SensorSlot {
+        SensorSlot { entry, interval, kind, parked: std::sync::atomic::AtomicBool::new(false) }
+    }
 }
 
 /// What the sensors of one district share: the context, their slots (indexed by the
@@ -219,18 +228,22 @@ impl Actor for SensorActor {
         state: &mut SensorState,
     ) -> Result<(), ActorProcessingErr> {
         state.slot().entry.mailbox.handled();
-        match msg {
-            SensorMsg::Tick => return state.tick().await,
+        let result = match msg {
+            SensorMsg::Tick => state.tick().await,
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
-            SensorMsg::Fail(reason) => {
-                return Err(format!("fault injected into sensor {}: {reason}", state.id()).into())
+            SensorMsg::Fail(reason) => Err(format!("fault injected into sensor {}: {reason}", state.id()).into()),
+            SensorMsg::Stall(d) => {
+                tokio::time::sleep(d).await;
+                Ok(())
             }
-            SensorMsg::Stall(d) => tokio::time::sleep(d).await,
             SensorMsg::Ping(reply) => {
                 let _ = reply.send(());
+                Ok(())
             }
-        }
-        Ok(())
+        };
+        // Done with this message: if the ticker parked this sensor meanwhile, re-arm it.
+        Ticker::unpark(&state.district, state.index);
+        result
     }
 }
 

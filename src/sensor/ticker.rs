@@ -8,13 +8,17 @@
 //! actor that is gone is ignored when it comes up.
 //!
 //! At most one tick waits in a sensor's mailbox: when a sensor has not handled its last
-//! message yet, the ticker looks again shortly instead of piling up ticks (the schedule is
-//! kept: the next observation still gets its own time, it is only late, and lateness is
-//! measured by the sensor). The task runs while at least one sensor is attached and ends
-//! with the last one.
+//! message yet, the ticker parks it (no heap entry, no polling) instead of piling up ticks,
+//! and the actor, once done with that message, re-arms itself ([`Ticker::unpark`]): its
+//! overdue tick is sent at once. The schedule is kept: the next observation still gets its
+//! own time, it is only late, and lateness is measured by the sensor. Parking and
+//! re-arming race safely: the ticker sets the flag and then looks at the mailbox again;
+//! whoever clears the flag sends the tick. The task runs while at least one sensor is
+//! attached and ends with the last one.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -26,10 +30,6 @@ use super::{District, SensorMsg};
 
 /// Ticks sent per turn before the task yields to others.
 const TURN: usize = 1024;
-/// How soon a sensor still busy with its last message is looked at again: a sixteenth of
-/// its interval, within these bounds (a busy sensor must not keep the ticker busy).
-const BUSY_RETRY_MIN: Duration = Duration::from_millis(1);
-const BUSY_RETRY_MAX: Duration = Duration::from_millis(500);
 
 struct Slot {
     actor: Option<ActorRef<SensorMsg>>,
@@ -102,6 +102,9 @@ impl Ticker {
         slot.generation = slot.generation.wrapping_add(1);
         slot.next = due;
         let generation = slot.generation;
+        if let Some(s) = district.sensors.get(index as usize) {
+            s.parked.store(false, Ordering::SeqCst);
+        }
         if !was_attached {
             w.attached += 1;
         }
@@ -111,6 +114,31 @@ impl Ticker {
             w.sleeping_until = u64::MAX;
             tokio::spawn(run(Arc::downgrade(district)));
         } else if due < w.sleeping_until {
+            w.sleeping_until = due;
+            drop(w);
+            t.wake.notify_one();
+        }
+    }
+
+    /// Sensor `index` is done with its last message: if it was parked, its overdue tick is
+    /// due now (a no-op otherwise: one atomic load).
+    pub(super) fn unpark(district: &Arc<District>, index: u32) {
+        let Some(sensor) = district.sensors.get(index as usize) else { return };
+        // Orders the mailbox's `handled` count (relaxed) before the flag is read: pairs with
+        // the fence in the ticker, so that one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !sensor.parked.load(Ordering::SeqCst) || !sensor.parked.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let t = &district.ticker;
+        let mut w = t.lock();
+        let Some(slot) = w.slots.get(index as usize) else { return };
+        if slot.actor.is_none() {
+            return;
+        }
+        let (due, generation) = (slot.next, slot.generation);
+        w.heap.push(Reverse((due, index, generation)));
+        if due < w.sleeping_until {
             w.sleeping_until = due;
             drop(w);
             t.wake.notify_one();
@@ -163,11 +191,13 @@ async fn run(district: Weak<District>) {
                 let interval = nanos(sensor.interval).max(1);
                 let mailbox = &sensor.entry.mailbox;
                 if mailbox.depth() > 0 {
-                    // Still busy with its last message: look again soon, keep the schedule.
-                    let retry = (interval / 16).clamp(nanos(BUSY_RETRY_MIN), nanos(BUSY_RETRY_MAX));
-                    let again = now + retry;
-                    w.heap.push(Reverse((again, index, generation)));
-                    continue;
+                    // Still busy with its last message: park it; the actor re-arms itself
+                    // when done. Unless it just was: then whoever takes the flag back ticks.
+                    sensor.parked.store(true, Ordering::SeqCst);
+                    std::sync::atomic::fence(Ordering::SeqCst);
+                    if mailbox.depth() > 0 || !sensor.parked.swap(false, Ordering::SeqCst) {
+                        continue;
+                    }
                 }
                 mailbox.enqueue();
                 if actor.cast(SensorMsg::Tick).is_err() {

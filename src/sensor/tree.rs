@@ -105,7 +105,7 @@ pub fn twins_supervisor(
                 None,
                 Arc::default(),
             ));
-            slots.push(SensorSlot { entry: sensor_entry, interval: s.interval, kind: s.kind });
+            slots.push(SensorSlot::new(sensor_entry, s.interval, s.kind));
         }
         let shared = District::new(district.clone(), ctx.clone(), slots);
         let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of(&format!("district:{district}")) };

@@ -31,8 +31,9 @@ use crate::config::MqttSinkConfig;
 
 /// How many publishes the actor hands over per wake-up before yielding to its mailbox.
 const PUMP_BATCH: usize = 512;
-/// rumqttc's request channel: small, so that what waits stays visible in our queue.
-const REQUEST_CHANNEL: usize = 64;
+/// rumqttc's request channel: small, so that what waits stays visible in our queue, yet
+/// large enough that the actor is not woken for every few messages at full speed.
+const REQUEST_CHANNEL: usize = 256;
 
 pub struct MqttSink;
 
@@ -269,7 +270,6 @@ impl MqttSinkState {
             self.hold_until = None;
         }
         let q = qos(self.config.qos);
-        let mut buf = Vec::with_capacity(512);
         for _ in 0..PUMP_BATCH {
             if self.handle.queue_len() == 0 {
                 return;
@@ -294,16 +294,16 @@ impl MqttSinkState {
             }
             let Some(env) = self.handle.pop() else { return };
             let topic = format!("{}/{}/{}", self.config.topic_prefix, env.obs.kind.as_str(), env.obs.sensor_id);
-            buf.clear();
-            env.obs.write_mqtt_json(&mut buf);
+            let mut payload = Vec::with_capacity(384);
+            env.obs.write_mqtt_json(&mut payload);
             let mut ledger = lock(&conn.ledger);
             ledger.handed.push_back(env);
-            match conn.client.try_publish(topic.clone(), q, false, buf.clone()) {
+            match conn.client.try_publish(topic, q, false, payload) {
                 Ok(()) => {
                     self.handle.set_in_flight(ledger.len());
                     self.fault_backoff = self.config.reconnect_min;
                 }
-                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(_))) if self.connected => {
+                Err(rumqttc::ClientError::TryRequest(rumqttc::Request::Publish(p))) if self.connected => {
                     // The channel is full: hand this one over as soon as there is room, and
                     // wake the actor then (not after a fixed delay: the client drains fast).
                     self.handle.set_in_flight(ledger.len());
@@ -311,11 +311,10 @@ impl MqttSinkState {
                     self.blocked.store(true, std::sync::atomic::Ordering::Release);
                     let (client, blocked, handle) = (conn.client.clone(), self.blocked.clone(), self.handle.clone());
                     let me = myself.clone();
-                    let body = buf.clone();
                     tokio::spawn(async move {
                         // An error means the connection is closing: the I/O task requeues
                         // the ledger, this message included.
-                        let _ = client.publish(topic, q, false, body).await;
+                        let _ = client.publish(p.topic, q, false, p.payload).await;
                         blocked.store(false, std::sync::atomic::Ordering::Release);
                         handle.mailbox.enqueue();
                         if me.cast(SinkMsg::Pump).is_err() {
@@ -337,8 +336,8 @@ impl MqttSinkState {
                 }
             }
         }
-        // More may be waiting: continue after the mailbox had its turn.
-        self.schedule_retry(myself);
+        // More may be waiting: continue at once, after the mailbox had its turn.
+        self.handle.wake();
     }
 
     /// Publish nothing for `d`, then pump again.

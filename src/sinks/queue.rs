@@ -143,9 +143,9 @@ pub struct SinkStats {
     last_success_ms: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
     /// Per sensor: highest sequence number delivered, gaps and duplicates.
-    delivered_seq: DashMap<String, SeqTrack>,
+    delivered_seq: DashMap<String, SeqTrack, rustc_hash::FxBuildHasher>,
     /// Sensors with anything lost or duplicated (for the worst-sensors view).
-    troubled: DashMap<String, ()>,
+    troubled: DashMap<String, (), rustc_hash::FxBuildHasher>,
     /// Sequences start at 1 here (false for sinks only a consumer writes to).
     from_one: AtomicBool,
     /// Samples of the counters, for the 1 min / 1 h windows.
@@ -193,10 +193,17 @@ impl SinkStats {
             connected_gauge: metrics.sink_connected.with_label_values(&[name]),
             last_success_ms: AtomicU64::new(0),
             last_error: Mutex::new(None),
-            delivered_seq: DashMap::new(),
-            troubled: DashMap::new(),
+            delivered_seq: DashMap::default(),
+            troubled: DashMap::default(),
             from_one: AtomicBool::new(true),
             samples: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Remember a sensor with something lost or duplicated (allocating only the first time).
+    fn trouble(&self, id: &str) {
+        if !self.troubled.contains_key(id) {
+            self.troubled.insert(id.to_string(), ());
         }
     }
 
@@ -221,11 +228,11 @@ impl SinkStats {
             Delivered::New { newly_lost: 0 } => {}
             Delivered::New { newly_lost } => {
                 self.lost.inc_by(newly_lost);
-                self.troubled.insert(id.to_string(), ());
+                self.trouble(id);
             }
             Delivered::Duplicate => {
                 self.duplicates.inc();
-                self.troubled.insert(id.to_string(), ());
+                self.trouble(id);
             }
             Delivered::Late => {
                 self.late.fetch_add(1, Ordering::Relaxed);
@@ -250,7 +257,7 @@ impl SinkStats {
         };
         if newly_lost {
             self.lost.inc();
-            self.troubled.insert(id.to_string(), ());
+            self.trouble(id);
         }
     }
 
@@ -663,9 +670,14 @@ impl SinkHandle {
         if lock(&self.spill).is_some() {
             return self.offer(env);
         }
-        let env = match self.try_push(env) {
-            Ok(()) => return true,
-            Err(env) => env,
+        // Straight in, unless others already wait for room: then behind them (oldest first).
+        let env = if self.waiting.load(Ordering::Acquire) == 0 {
+            match self.try_push(env) {
+                Ok(()) => return true,
+                Err(env) => env,
+            }
+        } else {
+            env
         };
         if self.stuck.load(Ordering::Acquire) {
             self.stats.dropped_one(&env);
@@ -675,18 +687,13 @@ impl SinkHandle {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let mut env = env;
         let pushed = loop {
-            let notified = self.room.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            // Room is handed out one waiter per place made ([`made_room`](Self::made_room)).
+            let woken = tokio::time::timeout_at(deadline, self.room.notified()).await.is_ok();
             env = match self.try_push(env) {
                 Ok(()) => break true,
                 Err(e) => e,
             };
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                env = match self.try_push(env) {
-                    Ok(()) => break true,
-                    Err(e) => e,
-                };
+            if !woken {
                 self.stuck.store(true, Ordering::Release);
                 self.stats.dropped_one(&env);
                 break false;
@@ -710,13 +717,16 @@ impl SinkHandle {
         Ok(())
     }
 
-    /// Room was made in the queue: release waiting offers.
-    fn made_room(&self) {
+    /// Room was made in the queue for `n` entries: release as many waiting offers, oldest
+    /// first (waking them all would let thousands of waiting sensors race for a few places,
+    /// and some lose every race until their timeout).
+    fn made_room(&self, n: usize) {
         if self.stuck.load(Ordering::Relaxed) {
             self.stuck.store(false, Ordering::Release);
         }
-        if self.waiting.load(Ordering::Acquire) > 0 {
-            self.room.notify_waiters();
+        let waiting = self.waiting.load(Ordering::Acquire);
+        for _ in 0..n.min(waiting) {
+            self.room.notify_one();
         }
     }
 
@@ -752,7 +762,7 @@ impl SinkHandle {
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if n > 0 {
-            self.made_room();
+            self.made_room(n);
         }
         out
     }
@@ -770,7 +780,7 @@ impl SinkHandle {
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if n > 0 {
-            self.made_room();
+            self.made_room(n);
         }
         out
     }
@@ -791,7 +801,7 @@ impl SinkHandle {
         self.queue_gauge.set(q.len() as i64);
         drop(q);
         if e.is_some() {
-            self.made_room();
+            self.made_room(1);
         }
         e
     }
@@ -935,6 +945,7 @@ impl SinkHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use twins::{GeoPoint, SensorKind};
 
     fn env(seq: u64) -> Arc<Envelope> {
@@ -976,6 +987,36 @@ mod tests {
             h.stats.delivered(&e);
         }
         assert_eq!(group.wait().await, 1, "one of three was dropped");
+    }
+
+    /// Many producers on a full `block` queue, each offering again as soon as its last
+    /// offer went in (as sensors do): the places the sink makes go to the waiting offers
+    /// oldest first, so none waits longer than its turn and nothing times out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocked_offers_get_room_in_turn_and_none_times_out() {
+        let m = Metrics::new();
+        let h = SinkHandle::new("t", "test", "x".into(), 4, &m);
+        h.set_overflow(Overflow::Block { timeout: Duration::from_millis(800) });
+        let producers: Vec<_> = (0..64u64)
+            .map(|p| {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    for s in 0..25 {
+                        assert!(h.offer_wait(env(p * 100 + s)).await, "producer {p}: offer {s} timed out");
+                    }
+                })
+            })
+            .collect();
+        // The sink: 4 places every 2 ms (64 waiting producers: ~32 ms for a turn).
+        let mut taken = 0;
+        while taken < 64 * 25 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            taken += h.take(4).len();
+        }
+        for p in producers {
+            p.await.expect("producer");
+        }
+        assert_eq!(h.stats.dropped.get(), 0);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! - [`rng`]: the crate's own xoshiro256** PRNG, Box-Muller Gaussian and FNV-1a hashing.
 
 pub mod clock;
+pub mod fastfmt;
 pub mod geo;
 pub mod kind;
 pub mod line_protocol;

@@ -7,8 +7,6 @@
 //! air_quality,sensor_id=aq-fdf-01,type=air-quality,district=Fort-de-France pm10=31.2,pm2_5=12,no2=18.5,h2s=0,seq=42i 1795570779000
 //! ```
 
-use std::fmt::Write;
-
 use crate::kind::SensorKind;
 use crate::observation::Observation;
 
@@ -28,6 +26,10 @@ impl SensorKind {
 
 /// Escape a tag key or value: commas, equals signs and spaces get a backslash.
 fn push_tag(out: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b',' | b'=' | b' ' | b'\\' | b'\n' | b'\r')) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         if matches!(c, ',' | '=' | ' ' | '\\') {
             out.push('\\');
@@ -61,10 +63,12 @@ impl Observation {
             first = false;
             out.push_str(q.name);
             out.push('=');
-            let _ = write!(out, "{v}");
+            crate::fastfmt::push_f64(out, v);
         }
-        out.push(if first { ' ' } else { ',' });
-        let _ = write!(out, "seq={}i {}", self.seq, self.observed_at.timestamp_millis());
+        out.push_str(if first { " seq=" } else { ",seq=" });
+        crate::fastfmt::push_u64(out, self.seq);
+        out.push_str("i ");
+        crate::fastfmt::push_i64(out, self.observed_at.timestamp_millis());
         out.push('\n');
     }
 

@@ -13,7 +13,7 @@
 
 use crate::kind::{Quantity, SensorKind, UnknownKind};
 use crate::spec::GeoPoint;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt::Display;
@@ -92,9 +92,9 @@ impl Observation {
         out.extend_from_slice(b",\"type\":\"");
         out.extend_from_slice(self.kind.as_str().as_bytes());
         out.extend_from_slice(b"\",\"seq\":");
-        push_display(out, self.seq);
+        crate::fastfmt::push_u64(out, self.seq);
         out.extend_from_slice(b",\"observedAt\":\"");
-        out.extend_from_slice(format_timestamp(self.observed_at).as_bytes());
+        crate::fastfmt::push_rfc3339(out, self.observed_at);
         out.extend_from_slice(b"\",\"district\":");
         push_json_str(out, &self.district);
         out.extend_from_slice(b",\"location\":{\"lat\":");
@@ -345,10 +345,6 @@ fn coordinate(location: &Map<String, Value>, name: &'static str, limit: f64) -> 
     }
 }
 
-fn format_timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
 fn parse_timestamp(value: &str) -> Result<DateTime<Utc>, DecodeError> {
     let invalid = |reason: String| DecodeError::InvalidTimestamp { value: value.to_owned(), reason };
     if !value.ends_with('Z') {
@@ -374,11 +370,12 @@ fn push_display(out: &mut Vec<u8>, v: impl Display) {
     let _ = write!(out, "{v}");
 }
 
-/// Shortest decimal that parses back to the same `f64` (Rust's `Display`), `null` if not finite.
+/// Shortest decimal that parses back to the same `f64` ([`crate::fastfmt::push_f64`]), `null`
+/// if not finite.
 fn push_number(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
         let start = out.len();
-        push_display(out, v);
+        crate::fastfmt::push_f64(out, v);
         // Keep the JSON number a float ("12.0", not "12") as in the documented example.
         if !out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
             out.extend_from_slice(b".0");
@@ -390,6 +387,11 @@ fn push_number(out: &mut Vec<u8>, v: f64) {
 
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
