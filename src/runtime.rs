@@ -94,7 +94,7 @@ impl SinkBuilder<'_> {
         let id = format!("{kind}:{name}");
         let entry = self.dir.add(ActorEntry::new(
             format!("root/sinks/{id}"),
-            id,
+            id.into(),
             ActorKind::Sink,
             Some("root/sinks".into()),
             Some(self.stats.clone()),
@@ -197,7 +197,7 @@ fn supervisor_spec(cfg: &SupervisionConfig, name: &str) -> Result<SupervisorSpec
 impl Runtime {
     /// Start everything the configuration describes. Returns once the tree is up and the
     /// HTTP server listens (sinks may still be connecting).
-    pub async fn start(config: Config) -> Result<Runtime, StartError> {
+    pub async fn start(mut config: Config) -> Result<Runtime, StartError> {
         let metrics = Metrics::new();
         let registry = Registry::new();
 
@@ -420,7 +420,7 @@ impl Runtime {
                 let name = short_topic(topic).to_string();
                 let child_entry = dir.add(ActorEntry::new(
                     format!("root/distributor/{name}"),
-                    name.clone(),
+                    name.as_str().into(),
                     ActorKind::Consumer,
                     Some("root/distributor".into()),
                     Some(distributor_stats.clone()),
@@ -522,6 +522,9 @@ impl Runtime {
             speed = config.runtime.speed,
             "twinrt running"
         );
+        // Each twin's registry entry, directory entry and district slot hold what the
+        // runtime needs of its sensor's configuration: the per-sensor list is not kept.
+        config.sensors = Vec::new();
         Ok(Runtime {
             config,
             metrics,
@@ -541,6 +544,8 @@ impl Runtime {
         })
     }
 
+    /// The configuration it started with, less `sensors` (dropped once the twins exist:
+    /// see the registry and the directory).
     pub fn config(&self) -> &Config {
         &self.config
     }
