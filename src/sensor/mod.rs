@@ -220,12 +220,14 @@ impl Actor for SensorActor {
     ) -> Result<(), ActorProcessingErr> {
         state.slot().entry.mailbox.handled();
         match msg {
-            SensorMsg::Tick => return state.tick().await,
+            // Boxed: the tick's future (sinks included) lives only while the tick runs,
+            // instead of inside every idle actor's task.
+            SensorMsg::Tick => return Box::pin(state.tick()).await,
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
             SensorMsg::Fail(reason) => {
                 return Err(format!("fault injected into sensor {}: {reason}", state.id()).into())
             }
-            SensorMsg::Stall(d) => tokio::time::sleep(d).await,
+            SensorMsg::Stall(d) => Box::pin(tokio::time::sleep(d)).await,
             SensorMsg::Ping(reply) => {
                 let _ = reply.send(());
             }
