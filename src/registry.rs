@@ -86,6 +86,11 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
+    /// Room for `n` twins from the start (no table grown and rehashed along the way).
+    pub fn with_capacity(n: usize) -> Arc<Registry> {
+        Arc::new(Registry { twins: DashMap::with_capacity_and_hasher(n, Default::default()) })
+    }
+
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
         self.twins

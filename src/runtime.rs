@@ -199,7 +199,7 @@ impl Runtime {
     /// HTTP server listens (sinks may still be connecting).
     pub async fn start(mut config: Config) -> Result<Runtime, StartError> {
         let metrics = Metrics::new();
-        let registry = Registry::new();
+        let registry = Registry::with_capacity(config.sensors.len());
 
         if let Some(b) = &config.embedded_broker {
             let listen = b.listen;
@@ -316,7 +316,7 @@ impl Runtime {
             registry: registry.clone(),
             sinks: sinks.clone(),
             clock,
-            real_start: tokio::time::Instant::now(),
+            real_start: crate::sensor::ScheduleStart::new(),
             metrics: metrics.clone(),
             faults: sensor_faults.clone(),
         };
@@ -451,7 +451,7 @@ impl Runtime {
         let directory = Arc::new(dir);
         let faults = FaultEngine::new(registry.clone(), directory.clone(), sinks.clone(), sensor_faults);
 
-        let (root, root_done) = Actor::spawn(
+        let root = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
@@ -464,8 +464,10 @@ impl Runtime {
                 stats: root_stats.clone(),
             },
         )
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        .await;
+        // Every twin actor runs (or the tree failed): the sensors' schedule starts now.
+        ctx.real_start.start();
+        let (root, root_done) = root.map_err(|e| StartError::Spawn(e.to_string()))?;
         root_entry.attach(root.get_cell());
 
         // Sample the sinks' counters for their 1 min / 1 h windows.

@@ -11,7 +11,7 @@
 //! message yet, the ticker looks again shortly instead of piling up ticks (the schedule is
 //! kept: the next observation still gets its own time, it is only late, and lateness is
 //! measured by the sensor). The task runs while at least one sensor is attached and ends
-//! with the last one.
+//! with the last one. It sends nothing before the schedule has started ([`super::ScheduleStart`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -138,10 +138,22 @@ impl Ticker {
 /// The district's task: send what is due, sleep until the next due time or an earlier
 /// attachment, end when no sensor is attached.
 async fn run(district: Weak<District>) {
+    let Some(schedule) = district.upgrade().map(|d| d.ctx.real_start.clone()) else { return };
+    let origin = loop {
+        if let Some(at) = schedule.wait(Duration::from_secs(1)).await {
+            break at;
+        }
+        // Not started yet: end if nothing is left to tick.
+        let Some(d) = district.upgrade() else { return };
+        let mut w = d.ticker.lock();
+        if w.attached == 0 {
+            w.running = false;
+            return;
+        }
+    };
     loop {
         let next = {
             let Some(d) = district.upgrade() else { return };
-            let origin = d.ctx.real_start;
             let now = nanos(Instant::now().saturating_duration_since(origin));
             let mut w = d.ticker.lock();
             if w.attached == 0 {
