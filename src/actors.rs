@@ -7,12 +7,12 @@
 //! swap the cell an entry points to. Readers (the inspection API) never message actors.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::{ActorCell, ActorStatus};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use supervision::{ChildStatus, FailureRecord, SupervisorStats};
 
@@ -303,9 +303,9 @@ pub struct ActorInfo {
 pub struct Directory {
     order: Vec<Arc<ActorEntry>>,
     /// Entries with a path of their own.
-    by_path: HashMap<Box<str>, u32>,
+    by_path: FxHashMap<Box<str>, u32>,
     /// Entries whose path is their parent's and their name: the first one of each name.
-    by_name: HashMap<Arc<str>, u32>,
+    by_name: FxHashMap<Arc<str>, u32>,
 }
 
 impl Directory {

@@ -53,10 +53,6 @@ impl<V> KeyedVec<V> {
         self.find(key).ok().map(|i| self.entries.remove(i).1)
     }
 
-    pub(crate) fn clear(&mut self) {
-        self.entries = Vec::new();
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

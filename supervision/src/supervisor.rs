@@ -117,12 +117,55 @@ pub struct SupervisorState {
     stats: SupervisorStats,
     /// Children by insertion key; iteration order is spec order.
     children: KeyedVec<Child>,
-    by_actor: rustc_hash::FxHashMap<ActorId, u64>,
+    by_actor: ByActor,
     next_key: u64,
     /// Bumped at every one-for-all restart; stale `RestartAll` are ignored.
     epoch: u64,
     /// Times of the restarts within the intensity window.
     restart_times: VecDeque<Instant>,
+}
+
+/// The current instances' keys by actor id. Local ids (all of them, unless children are
+/// remote actors) are kept by pid: half the room of a whole `ActorId` per child.
+#[derive(Default)]
+struct ByActor {
+    local: rustc_hash::FxHashMap<u64, u64>,
+    remote: rustc_hash::FxHashMap<ActorId, u64>,
+}
+
+impl ByActor {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            local: rustc_hash::FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            remote: Default::default(),
+        }
+    }
+
+    fn insert(&mut self, id: ActorId, key: u64) {
+        match id {
+            ActorId::Local(pid) => self.local.insert(pid, key),
+            remote => self.remote.insert(remote, key),
+        };
+    }
+
+    fn get(&self, id: &ActorId) -> Option<&u64> {
+        match id {
+            ActorId::Local(pid) => self.local.get(pid),
+            remote => self.remote.get(remote),
+        }
+    }
+
+    fn remove(&mut self, id: &ActorId) -> Option<u64> {
+        match id {
+            ActorId::Local(pid) => self.local.remove(pid),
+            remote => self.remote.remove(remote),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.local.clear();
+        self.remote.clear();
+    }
 }
 
 enum Exit {
@@ -141,7 +184,7 @@ impl Actor for Supervisor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let SupervisorArgs { spec, children, observer, stats } = args;
-        let mut seen = std::collections::HashSet::with_capacity(children.len());
+        let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(children.len(), Default::default());
         if let Some(dup) = children.iter().find(|c| !seen.insert(&*c.id)) {
             return Err(format!("supervisor '{}': duplicate child id '{}'", spec.name, dup.id).into());
         }
@@ -153,15 +196,15 @@ impl Actor for Supervisor {
             w.header.max_restarts = spec.intensity.max_restarts;
             w.header.within_ms = u64::try_from(spec.intensity.within.as_millis()).unwrap_or(u64::MAX);
             // total_restarts, escalated and message counts accumulate across incarnations.
-            w.children.clear();
-            w.by_id.clear();
+            w.children = KeyedVec::with_capacity(children.len());
+            w.by_id = rustc_hash::FxHashMap::with_capacity_and_hasher(children.len(), Default::default());
         }
         let mut state = SupervisorState {
             spec,
             observer,
             stats,
             children: KeyedVec::with_capacity(children.len()),
-            by_actor: rustc_hash::FxHashMap::with_capacity_and_hasher(children.len(), Default::default()),
+            by_actor: ByActor::with_capacity(children.len()),
             next_key: 0,
             epoch: 0,
             restart_times: VecDeque::new(),
