@@ -61,33 +61,7 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// glibc's malloc gives each thread arena beyond the first a heap that it grows one
-/// `mprotect` call at a time: a million twins (8 GB) at start-up spent a fifth of their
-/// CPU there. One arena grows by `brk` in 64 MiB steps instead (1M twins: 20.5 CPU-s to
-/// ready instead of 23-25, the same RSS; see BENCHMARKS.md). `MALLOC_ARENA_MAX` or
-/// `GLIBC_TUNABLES` in the environment take precedence.
-#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
-fn tune_malloc() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_some() || std::env::var_os("GLIBC_TUNABLES").is_some() {
-        return;
-    }
-    extern "C" {
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-    }
-    const M_TOP_PAD: std::ffi::c_int = -2;
-    const M_ARENA_MAX: std::ffi::c_int = -8;
-    // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
-    unsafe {
-        mallopt(M_ARENA_MAX, 1);
-        mallopt(M_TOP_PAD, 64 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc"))))]
-fn tune_malloc() {}
-
 fn main() -> ExitCode {
-    tune_malloc();
     let cli = Cli::parse();
     let default = Command::Run { config: None, scenario: None, duration: None, report_json: None };
     match cli.command.unwrap_or(default) {
