@@ -6,12 +6,13 @@
 //! depth. The directory is built once, with the tree, and never changes shape: restarts only
 //! swap the cell an entry points to. Readers (the inspection API) never message actors.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::{ActorCell, ActorStatus};
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use supervision::{ChildStatus, FailureRecord, SupervisorStats};
 
@@ -95,9 +96,12 @@ pub type StateFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// One actor of the tree.
 pub struct ActorEntry {
-    pub path: String,
+    /// Its path when it is not `{parent}/{name}` (see [`path`](Self::path)): a million
+    /// sensors keep no copy of their district's path.
+    own_path: Option<Box<str>>,
     /// Its id among its parent's children (the sensor id, the sink's `mqtt:name`...).
-    pub name: String,
+    /// A sensor's is the same allocation as its twin's key and its child spec's id.
+    pub name: Arc<str>,
     pub kind: ActorKind,
     /// Shared by all children of one parent (a district has up to a million).
     pub parent: Option<Arc<str>>,
@@ -114,15 +118,22 @@ pub struct ActorEntry {
 impl ActorEntry {
     pub fn new(
         path: String,
-        name: String,
+        name: Arc<str>,
         kind: ActorKind,
         parent: Option<Arc<str>>,
         parent_stats: Option<SupervisorStats>,
         own_stats: Option<SupervisorStats>,
         mailbox: Arc<Mailbox>,
     ) -> ActorEntry {
+        let derived = parent.as_deref().is_some_and(|p| {
+            !name.contains('/')
+                && path.len() == p.len() + 1 + name.len()
+                && path.starts_with(p)
+                && path[p.len()..].starts_with('/')
+                && path.ends_with(&*name)
+        });
         ActorEntry {
-            path,
+            own_path: if derived { None } else { Some(path.into_boxed_str()) },
             name,
             kind,
             parent,
@@ -132,6 +143,15 @@ impl ActorEntry {
             own_stats,
             cell: RwLock::new(None),
             state: RwLock::new(None),
+        }
+    }
+
+    /// Its path in the tree, e.g. `root/twins/Fort-de-France/aq-fdf-01`.
+    pub fn path(&self) -> Cow<'_, str> {
+        match (&self.own_path, &self.parent) {
+            (Some(p), _) => Cow::Borrowed(p),
+            (None, Some(parent)) => Cow::Owned(format!("{parent}/{}", self.name)),
+            (None, None) => Cow::Borrowed(&self.name),
         }
     }
 
@@ -157,14 +177,14 @@ impl ActorEntry {
     }
 
     pub fn children(&self) -> Vec<String> {
-        self.children.read().map(|c| c.iter().map(|e| e.path.clone()).collect()).unwrap_or_default()
+        self.children.read().map(|c| c.iter().map(|e| e.path().into_owned()).collect()).unwrap_or_default()
     }
 
     /// The first `max` children, and how many there are.
     pub fn children_head(&self, max: usize) -> (Vec<String>, usize) {
         self.children
             .read()
-            .map(|c| (c.iter().take(max).map(|e| e.path.clone()).collect(), c.len()))
+            .map(|c| (c.iter().take(max).map(|e| e.path().into_owned()).collect(), c.len()))
             .unwrap_or_default()
     }
 
@@ -210,8 +230,8 @@ impl ActorEntry {
             (None, _) => 0,
         };
         ActorInfo {
-            path: self.path.clone(),
-            name: self.name.clone(),
+            path: self.path().into_owned(),
+            name: self.name.to_string(),
             kind: self.kind,
             status,
             parent: self.parent.as_deref().map(String::from),
@@ -275,29 +295,54 @@ pub struct ActorInfo {
 }
 
 /// Every actor of the tree, in tree order (parents before children).
+///
+/// Entries whose path is `{parent}/{name}` (all of the runtime's) are found by name, with
+/// the name shared with the entry: no path is stored per sensor. The second entry of a
+/// name (names are unique among siblings only) is indexed by its path.
 #[derive(Default)]
 pub struct Directory {
     order: Vec<Arc<ActorEntry>>,
-    index: HashMap<String, usize>,
+    /// Entries with a path of their own.
+    by_path: FxHashMap<Box<str>, u32>,
+    /// Entries whose path is their parent's and their name: the first one of each name.
+    by_name: FxHashMap<Arc<str>, u32>,
 }
 
 impl Directory {
     /// Add an entry under its parent (which must have been added before it).
     pub fn add(&mut self, entry: ActorEntry) -> Arc<ActorEntry> {
-        let path = entry.path.clone();
         let entry = Arc::new(entry);
-        if let Some(parent) = entry.parent.as_deref().and_then(|p| self.index.get(p).copied()) {
-            if let Ok(mut c) = self.order[parent].children.write() {
+        if let Some(parent) = entry.parent.as_deref().and_then(|p| self.get(p)) {
+            if let Ok(mut c) = parent.children.write() {
                 c.push(entry.clone());
             }
         }
-        self.index.insert(path, self.order.len());
+        let at = self.order.len() as u32;
+        match &entry.own_path {
+            Some(p) => {
+                self.by_path.insert(p.clone(), at);
+            }
+            None => match self.by_name.entry(entry.name.clone()) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(at);
+                }
+                // Names are unique among siblings only: another of that name is found by path.
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    self.by_path.insert(entry.path().into(), at);
+                }
+            },
+        }
         self.order.push(entry.clone());
         entry
     }
 
     pub fn get(&self, path: &str) -> Option<&Arc<ActorEntry>> {
-        self.index.get(path).map(|i| &self.order[*i])
+        if let Some(i) = self.by_path.get(path) {
+            return self.order.get(*i as usize);
+        }
+        let (parent, name) = path.rsplit_once('/')?;
+        let e = self.order.get(*self.by_name.get(name)? as usize)?;
+        (e.parent.as_deref() == Some(parent)).then_some(e)
     }
 
     pub fn entries(&self) -> &[Arc<ActorEntry>] {
@@ -349,5 +394,36 @@ mod tests {
         d.add(mk("root/b", Some("root")));
         assert_eq!(d.get("root").map(|e| e.children()), Some(vec!["root/a".to_string(), "root/b".to_string()]));
         assert_eq!(d.len(), 3);
+    }
+
+    #[test]
+    fn entries_are_found_by_path_whether_or_not_they_store_it() {
+        let mut d = Directory::default();
+        let mk = |path: &str, name: &str, parent: Option<&str>| {
+            ActorEntry::new(
+                path.into(),
+                name.into(),
+                ActorKind::Sensor,
+                parent.map(Arc::from),
+                None,
+                None,
+                Arc::default(),
+            )
+        };
+        d.add(mk("root", "root", None));
+        d.add(mk("root/x", "x", Some("root")));
+        d.add(mk("root/x/s-1", "s-1", Some("root/x")));
+        d.add(mk("root/y", "y", Some("root")));
+        // Same name under another parent.
+        d.add(mk("root/y/s-1", "s-1", Some("root/y")));
+        // A path that is not parent/name.
+        d.add(mk("elsewhere/z", "z", Some("root")));
+        for path in ["root", "root/x", "root/x/s-1", "root/y/s-1", "elsewhere/z"] {
+            assert_eq!(d.get(path).map(|e| e.path().into_owned()), Some(path.to_string()), "{path}");
+        }
+        assert_eq!(d.get("root/x/s-1").map(|e| e.parent.as_deref().map(String::from)), Some(Some("root/x".into())));
+        assert!(d.get("root/z").is_none());
+        assert!(d.get("root/x/s-2").is_none());
+        assert!(d.get("root/y/x").is_none());
     }
 }

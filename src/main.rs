@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 use twin_runtime::config::{Config, ConfigErrors, DEFAULT_TOML};
 use twin_runtime::faults::scenario::{self, Scenario};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "twinrt", version, about = "Supervised actor runtime of the Smart City Digital Twin of Martinique")]
 struct Cli {

@@ -77,7 +77,8 @@ pub struct TwinView {
 /// then costs a pointer, not a whole twin.
 #[derive(Default)]
 pub struct Registry {
-    twins: DashMap<String, Box<TwinEntry>, rustc_hash::FxBuildHasher>,
+    /// Keyed by the sensor id, shared with the sensor's directory entry and child spec.
+    twins: DashMap<Arc<str>, Box<TwinEntry>, rustc_hash::FxBuildHasher>,
 }
 
 impl Registry {
@@ -85,11 +86,21 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
+    /// Room for `n` twins from the start (no table grown and rehashed along the way).
+    pub fn with_capacity(n: usize) -> Arc<Registry> {
+        Arc::new(Registry { twins: DashMap::with_capacity_and_hasher(n, Default::default()) })
+    }
+
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
         self.twins
-            .entry(spec.id.clone())
+            .entry(spec.id.as_str().into())
             .or_insert_with(|| Box::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval }));
+    }
+
+    /// The twin's key: the shared allocation of its id.
+    pub fn key(&self, id: &str) -> Option<Arc<str>> {
+        self.twins.get(id).map(|e| e.key().clone())
     }
 
     /// Step a twin: `at` maps the next sequence number to its simulated time.
@@ -144,13 +155,14 @@ impl Registry {
 
     /// The ids of the twins whose spec matches, sorted.
     pub fn ids_where(&self, mut keep: impl FnMut(&SensorSpec) -> bool) -> Vec<String> {
-        let mut ids: Vec<String> = self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().clone()).collect();
+        let mut ids: Vec<String> =
+            self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().to_string()).collect();
         ids.sort();
         ids
     }
 
     pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.twins.iter().map(|e| e.key().clone()).collect();
+        let mut ids: Vec<String> = self.twins.iter().map(|e| e.key().to_string()).collect();
         ids.sort();
         ids
     }

@@ -94,7 +94,7 @@ impl SinkBuilder<'_> {
         let id = format!("{kind}:{name}");
         let entry = self.dir.add(ActorEntry::new(
             format!("root/sinks/{id}"),
-            id,
+            id.into(),
             ActorKind::Sink,
             Some("root/sinks".into()),
             Some(self.stats.clone()),
@@ -197,9 +197,9 @@ fn supervisor_spec(cfg: &SupervisionConfig, name: &str) -> Result<SupervisorSpec
 impl Runtime {
     /// Start everything the configuration describes. Returns once the tree is up and the
     /// HTTP server listens (sinks may still be connecting).
-    pub async fn start(config: Config) -> Result<Runtime, StartError> {
+    pub async fn start(mut config: Config) -> Result<Runtime, StartError> {
         let metrics = Metrics::new();
-        let registry = Registry::new();
+        let registry = Registry::with_capacity(config.sensors.len());
 
         if let Some(b) = &config.embedded_broker {
             let listen = b.listen;
@@ -316,7 +316,7 @@ impl Runtime {
             registry: registry.clone(),
             sinks: sinks.clone(),
             clock,
-            real_start: tokio::time::Instant::now(),
+            real_start: crate::sensor::ScheduleStart::new(),
             metrics: metrics.clone(),
             faults: sensor_faults.clone(),
         };
@@ -420,7 +420,7 @@ impl Runtime {
                 let name = short_topic(topic).to_string();
                 let child_entry = dir.add(ActorEntry::new(
                     format!("root/distributor/{name}"),
-                    name.clone(),
+                    name.as_str().into(),
                     ActorKind::Consumer,
                     Some("root/distributor".into()),
                     Some(distributor_stats.clone()),
@@ -451,7 +451,7 @@ impl Runtime {
         let directory = Arc::new(dir);
         let faults = FaultEngine::new(registry.clone(), directory.clone(), sinks.clone(), sensor_faults);
 
-        let (root, root_done) = Actor::spawn(
+        let root = Actor::spawn(
             None,
             Supervisor,
             SupervisorArgs {
@@ -464,8 +464,10 @@ impl Runtime {
                 stats: root_stats.clone(),
             },
         )
-        .await
-        .map_err(|e| StartError::Spawn(e.to_string()))?;
+        .await;
+        // Every twin actor runs (or the tree failed): the sensors' schedule starts now.
+        ctx.real_start.start();
+        let (root, root_done) = root.map_err(|e| StartError::Spawn(e.to_string()))?;
         root_entry.attach(root.get_cell());
 
         // Sample the sinks' counters for their 1 min / 1 h windows.
@@ -522,6 +524,9 @@ impl Runtime {
             speed = config.runtime.speed,
             "twinrt running"
         );
+        // Each twin's registry entry, directory entry and district slot hold what the
+        // runtime needs of its sensor's configuration: the per-sensor list is not kept.
+        config.sensors = Vec::new();
         Ok(Runtime {
             config,
             metrics,
@@ -541,6 +546,8 @@ impl Runtime {
         })
     }
 
+    /// The configuration it started with, less `sensors` (dropped once the twins exist:
+    /// see the registry and the directory).
     pub fn config(&self) -> &Config {
         &self.config
     }

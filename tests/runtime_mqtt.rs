@@ -169,7 +169,7 @@ async fn a_panicked_sensor_is_restarted_and_continues_its_sequence() {
         .district_snapshots()
         .values()
         .flat_map(|d| d.children.iter())
-        .filter(|c| c.id != "aq-fdf-01")
+        .filter(|c| &*c.id != "aq-fdf-01")
         .map(|c| c.restarts)
         .sum();
     assert_eq!(others, 0);

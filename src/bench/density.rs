@@ -15,7 +15,7 @@ use clap::Args;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 
-use super::{fleet_config, parse_duration, parse_kinds, round3, rss_kib, trim_memory, wait_for, Check, Report};
+use super::{cpu_s, fleet_config, parse_duration, parse_kinds, round3, rss_kib, trim_memory, wait_for, Check, Report};
 use crate::config::Config;
 use crate::Runtime;
 
@@ -84,12 +84,14 @@ pub async fn run(args: DensityArgs, quick: bool) -> Result<Report, String> {
     let config_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
+    let cpu0 = cpu_s();
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
     let started_s = t.elapsed().as_secs_f64();
     let n = p.twins as i64;
     let gauge = rt.metrics().twins_running.clone();
     wait_for("every twin actor to run", Duration::from_secs(600), || gauge.get() >= n).await?;
     let ready_s = t.elapsed().as_secs_f64();
+    let ready_cpu_s = cpu_s() - cpu0;
 
     // Every twin has ticked at least once within one interval of being ready.
     let registry = rt.registry().clone();
@@ -127,6 +129,7 @@ pub async fn run(args: DensityArgs, quick: bool) -> Result<Report, String> {
     report.figure("config_s", round3(config_s));
     report.figure("start_returned_s", round3(started_s));
     report.figure("ready_s", round3(ready_s));
+    report.figure("ready_cpu_s", round3(ready_cpu_s));
     report.figure("all_ticked_after_ready_s", round3(first_tick_s));
     report.figure("twins_ticked", ticked);
     report.figure("observations_per_s", round3(observed as f64 / run_s));
@@ -306,7 +309,7 @@ fn build_tree_specs(config: &Config) -> (crate::actors::Directory, supervision::
         registry: crate::registry::Registry::new(),
         sinks: crate::sinks::SinkSet::default(),
         clock: twins::SimClock::new(chrono::Utc::now(), 1.0).expect("speed 1 is valid"),
-        real_start: tokio::time::Instant::now(),
+        real_start: crate::sensor::ScheduleStart::started_now(),
         metrics,
         faults: crate::faults::SensorFaults::new(),
     };

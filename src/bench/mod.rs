@@ -211,6 +211,19 @@ pub fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) the process has used so far, in seconds: a start-up figure
+/// that the other work of a shared machine disturbs less than wall time.
+pub fn cpu_s() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let Some((_, rest)) = s.rsplit_once(')') else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in
+    // USER_HZ (100 on Linux).
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
 /// Give freed memory back to the system where the allocator supports it, so that RSS
 /// readings measure what is live.
 pub fn trim_memory() {
@@ -388,7 +401,7 @@ impl Twins {
             registry: registry.clone(),
             sinks,
             clock,
-            real_start: tokio::time::Instant::now(),
+            real_start: crate::sensor::ScheduleStart::started_now(),
             metrics: metrics.clone(),
             faults: crate::faults::SensorFaults::new(),
         };

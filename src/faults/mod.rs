@@ -327,7 +327,7 @@ impl FaultEngine {
                     .get(p)
                     .ok_or_else(|| format!("no actor at path \"{p}\" (see GET /api/v1/actors)"))?;
                 match entry.kind {
-                    ActorKind::Sensor => Ok(Resolved::Sensors(Arc::new(vec![entry.name.clone()]))),
+                    ActorKind::Sensor => Ok(Resolved::Sensors(Arc::new(vec![entry.name.to_string()]))),
                     ActorKind::Sink => {
                         let name = entry.name.split_once(':').map(|(_, n)| n).unwrap_or(&entry.name);
                         self.sink(name)
@@ -362,7 +362,7 @@ impl FaultEngine {
                 if spec.kind != FaultKind::Panic {
                     return Err(SpecError::new(
                         "kind",
-                        format!("\"{}\" is a consumer: only `panic` applies to it", entry.path),
+                        format!("\"{}\" is a consumer: only `panic` applies to it", entry.path()),
                     ));
                 }
                 (Arc::default(), None)
@@ -498,7 +498,7 @@ impl FaultEngine {
                         }
                         Resolved::Consumer(entry) => {
                             self.count_hit(hit_consumer(entry, ConsumerMsg::Crash(msg.clone())), counter, effects);
-                            f.set_targets(std::slice::from_ref(&entry.path));
+                            f.set_targets(&[entry.path().into_owned()]);
                         }
                     }
                     round += 1;

@@ -3,7 +3,9 @@
 //! the failed one stopped.
 //!
 //! Timing: sensor `id` emits observation `n` (1-based) at real time
-//! `start + offset + (n - 1) * interval`, where `offset` spreads sensors over their interval
+//! `start + offset + (n - 1) * interval`, where `start` is when the runtime's supervision
+//! tree has started (every twin actor of the first start is running: see [`ScheduleStart`])
+//! and `offset` spreads sensors over their interval
 //! (a stable hash of the id), and that observation is *observed at* the simulated time
 //! `sim_start + speed * (offset + (n - 1) * interval)`. Observation times therefore depend
 //! only on the seed, the start time and the configuration, never on scheduling jitter,
@@ -12,7 +14,7 @@
 pub mod ticker;
 pub mod tree;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -34,10 +36,52 @@ pub struct SensorContext {
     pub sinks: SinkSet,
     pub clock: SimClock,
     /// Real time at which the schedule starts.
-    pub real_start: Instant,
+    pub real_start: ScheduleStart,
     pub metrics: Metrics,
     /// Injected faults of what sensors report (`out_of_range`, `silence`).
     pub faults: Arc<SensorFaults>,
+}
+
+/// When the sensors' schedule starts. The runtime starts it once its tree is up, so that
+/// a large fleet does not spend its start-up emitting (and, for the twins spawned last,
+/// catching up with) observations due while it was still spawning: until then nothing is
+/// due and the district tickers wait.
+#[derive(Clone, Default)]
+pub struct ScheduleStart(Arc<(OnceLock<Instant>, tokio::sync::Notify)>);
+
+impl ScheduleStart {
+    /// Not started yet.
+    pub fn new() -> ScheduleStart {
+        ScheduleStart::default()
+    }
+
+    /// Started now.
+    pub fn started_now() -> ScheduleStart {
+        let s = ScheduleStart::new();
+        s.start();
+        s
+    }
+
+    /// Start the schedule now (once: later calls keep the first time).
+    pub fn start(&self) -> Instant {
+        let at = *self.0 .0.get_or_init(Instant::now);
+        self.0 .1.notify_waiters();
+        at
+    }
+
+    pub fn get(&self) -> Option<Instant> {
+        self.0 .0.get().copied()
+    }
+
+    /// The start, once there is one, or `None` after `patience`.
+    pub async fn wait(&self, patience: Duration) -> Option<Instant> {
+        let started = self.0 .1.notified();
+        if let Some(at) = self.get() {
+            return Some(at);
+        }
+        let _ = tokio::time::timeout(patience, started).await;
+        self.get()
+    }
 }
 
 #[derive(Debug)]
@@ -111,6 +155,8 @@ pub struct SensorState {
     index: u32,
     offset: Duration,
     actor: Option<ractor::ActorId>,
+    /// The twin's sequence number when this actor started (read once, in `pre_start`).
+    start_seq: u64,
 }
 
 impl Drop for SensorState {
@@ -170,7 +216,7 @@ impl SensorState {
         let shift = ctx.faults.slot_shift(id);
         let mut due = now;
         let env = ctx.registry.step(id, |n| {
-            due = ctx.real_start + self.due_offset(n + shift);
+            due = ctx.real_start.get().unwrap_or(now) + self.due_offset(n + shift);
             self.observed_at(n + shift)
         });
         ctx.metrics.tick_lateness.observe(now.saturating_duration_since(due).as_secs_f64());
@@ -200,20 +246,19 @@ impl Actor for SensorActor {
         let Some(slot) = district.sensors.get(index as usize) else {
             return Err(format!("district {}: no sensor #{index}", district.name).into());
         };
-        if district.ctx.registry.seq(&slot.entry.name).is_none() {
+        let Some(start_seq) = district.ctx.registry.seq(&slot.entry.name) else {
             return Err(format!("sensor {}: no twin in the registry", slot.entry.name).into());
-        }
+        };
         district.ctx.metrics.twins_running.inc();
         let offset = phase_offset(&slot.entry.name, slot.interval);
-        Ok(SensorState { district, index, offset, actor: None })
+        Ok(SensorState { district, index, offset, actor: None, start_seq })
     }
 
     async fn post_start(&self, myself: ActorRef<SensorMsg>, state: &mut SensorState) -> Result<(), ActorProcessingErr> {
         // Continue the schedule from the twin's sequence number (a restart resumes it),
         // slid by the intervals an injected `silence` skipped.
-        let next = state.district.ctx.registry.seq(state.id()).unwrap_or(0)
-            + 1
-            + state.district.ctx.faults.slot_shift(state.id());
+        // Nothing steps the twin before this actor attaches to the ticker, below.
+        let next = state.start_seq + 1 + state.district.ctx.faults.slot_shift(state.id());
         let due = state.due_offset(next);
         state.slot().entry.attach(myself.get_cell());
         state.actor = Some(myself.get_id());
@@ -229,11 +274,13 @@ impl Actor for SensorActor {
     ) -> Result<(), ActorProcessingErr> {
         state.slot().entry.mailbox.handled();
         let result = match msg {
-            SensorMsg::Tick => state.tick().await,
+            // Boxed: the tick's future (sinks included) lives only while the tick runs,
+            // instead of inside every idle actor's task.
+            SensorMsg::Tick => Box::pin(state.tick()).await,
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
             SensorMsg::Fail(reason) => Err(format!("fault injected into sensor {}: {reason}", state.id()).into()),
             SensorMsg::Stall(d) => {
-                tokio::time::sleep(d).await;
+                Box::pin(tokio::time::sleep(d)).await;
                 Ok(())
             }
             SensorMsg::Ping(reply) => {

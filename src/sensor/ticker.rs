@@ -14,7 +14,8 @@
 //! own time, it is only late, and lateness is measured by the sensor. Parking and
 //! re-arming race safely: the ticker sets the flag and then looks at the mailbox again;
 //! whoever clears the flag sends the tick. The task runs while at least one sensor is
-//! attached and ends with the last one.
+//! attached and ends with the last one. It sends nothing before the schedule has started
+//! ([`super::ScheduleStart`]).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -166,10 +167,22 @@ impl Ticker {
 /// The district's task: send what is due, sleep until the next due time or an earlier
 /// attachment, end when no sensor is attached.
 async fn run(district: Weak<District>) {
+    let Some(schedule) = district.upgrade().map(|d| d.ctx.real_start.clone()) else { return };
+    let origin = loop {
+        if let Some(at) = schedule.wait(Duration::from_secs(1)).await {
+            break at;
+        }
+        // Not started yet: end if nothing is left to tick.
+        let Some(d) = district.upgrade() else { return };
+        let mut w = d.ticker.lock();
+        if w.attached == 0 {
+            w.running = false;
+            return;
+        }
+    };
     loop {
         let next = {
             let Some(d) = district.upgrade() else { return };
-            let origin = d.ctx.real_start;
             let now = nanos(Instant::now().saturating_duration_since(origin));
             let mut w = d.ticker.lock();
             if w.attached == 0 {

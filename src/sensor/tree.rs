@@ -86,7 +86,7 @@ pub fn twins_supervisor(
         let path = format!("{twins_path}/{district}");
         let entry = dir.add(ActorEntry::new(
             path.clone(),
-            district.clone(),
+            district.as_str().into(),
             ActorKind::Supervisor,
             Some(twins_path.as_str().into()),
             Some(tree.twins.clone()),
@@ -96,9 +96,11 @@ pub fn twins_supervisor(
         let mut slots = Vec::with_capacity(members.len());
         let parent: Arc<str> = path.as_str().into();
         for s in members {
+            // One allocation of the id, shared by the twin's key, this entry and the child spec.
+            let id = ctx.registry.key(&s.id).unwrap_or_else(|| s.id.as_str().into());
             let sensor_entry = dir.add(ActorEntry::new(
-                format!("{path}/{}", s.id),
-                s.id.clone(),
+                format!("{path}/{id}"),
+                id,
                 ActorKind::Sensor,
                 Some(parent.clone()),
                 Some(stats.clone()),

@@ -75,6 +75,7 @@
 //!   gracefully itself first.
 
 mod backoff;
+mod keyed;
 mod spec;
 mod stats;
 mod supervisor;

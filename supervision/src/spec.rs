@@ -98,8 +98,9 @@ pub type StartFn = Arc<dyn Fn(ractor::ActorCell) -> SpawnFuture + Send + Sync>;
 /// How to start (and restart) one child.
 #[derive(Clone)]
 pub struct ChildSpec {
-    /// Unique among the supervisor's children, e.g. `"aq-fdf-01"`.
-    pub id: String,
+    /// Unique among the supervisor's children, e.g. `"aq-fdf-01"`. Shared (not copied)
+    /// by the supervisor's snapshot and index of the child.
+    pub id: Arc<str>,
     /// Actor kind label for metrics: `"sensor"`, `"district"`, `"sink"`, ...
     pub kind: &'static str,
     /// Restart policy.
@@ -116,7 +117,7 @@ pub struct ChildSpec {
 
 impl ChildSpec {
     /// Build a spec from an async closure, hiding the `Box::pin`.
-    pub fn new<F, Fut>(id: impl Into<String>, kind: &'static str, restart: Restart, start: F) -> Self
+    pub fn new<F, Fut>(id: impl Into<Arc<str>>, kind: &'static str, restart: Restart, start: F) -> Self
     where
         F: Fn(ractor::ActorCell) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<ractor::ActorCell, ractor::SpawnErr>> + Send + 'static,

@@ -1,11 +1,12 @@
 //! Lock-protected, shareable view of a supervisor's state.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use ractor::ActorId;
+use serde::{Serialize, Serializer};
 
+use crate::keyed::KeyedVec;
 use crate::spec::{Restart, Strategy};
 
 /// When and why something failed.
@@ -51,8 +52,9 @@ pub enum ChildStatus {
 /// One child in a [`SupervisorSnapshot`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChildSnapshot {
-    /// Child id from its [`ChildSpec`](crate::ChildSpec).
-    pub id: String,
+    /// Child id from its [`ChildSpec`](crate::ChildSpec) (the same allocation, shared).
+    #[serde(serialize_with = "str_text")]
+    pub id: Arc<str>,
     /// Kind label from its spec.
     pub kind: &'static str,
     /// Restart policy.
@@ -63,8 +65,21 @@ pub struct ChildSnapshot {
     pub restarts: u32,
     /// The most recent failure.
     pub last_failure: Option<FailureRecord>,
-    /// ractor id of the current instance (`None` while not running).
-    pub actor_id: Option<String>,
+    /// ractor id of the current instance (`None` while not running); serialized as its
+    /// text (`"0.42"`).
+    #[serde(serialize_with = "actor_id_text")]
+    pub actor_id: Option<ActorId>,
+}
+
+fn str_text<S: Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
+}
+
+fn actor_id_text<S: Serializer>(id: &Option<ActorId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
 }
 
 /// Point-in-time view of a supervisor.
@@ -94,7 +109,7 @@ pub struct SupervisorSnapshot {
 impl SupervisorSnapshot {
     /// The child with this id, if any.
     pub fn child(&self, id: &str) -> Option<&ChildSnapshot> {
-        self.children.iter().find(|c| c.id == id)
+        self.children.iter().find(|c| &*c.id == id)
     }
 }
 
@@ -104,9 +119,9 @@ pub(crate) struct StatsInner {
     pub(crate) header: SupervisorSnapshot,
     /// Children keyed by the supervisor's internal insertion key, so that one
     /// child is updated in O(log n) and iteration yields spec order.
-    pub(crate) children: BTreeMap<u64, ChildSnapshot>,
-    /// Child id -> key in `children`, for O(1) lookups by id.
-    pub(crate) by_id: rustc_hash::FxHashMap<String, u64>,
+    pub(crate) children: KeyedVec<ChildSnapshot>,
+    /// Child id -> key in `children`, for O(1) lookups by id (the key shares the id).
+    pub(crate) by_id: rustc_hash::FxHashMap<Arc<str>, u64>,
 }
 
 /// Shared, cheaply cloneable view of a supervisor's state, readable without
@@ -114,9 +129,9 @@ pub(crate) struct StatsInner {
 /// caller, passed in [`SupervisorArgs`](crate::SupervisorArgs), updated by
 /// the supervisor on each change.
 ///
-/// Internally children are kept in a map keyed by insertion order rather
-/// than in a `Vec`, so that the supervisor updates a child in O(log n) even
-/// with 100 000 children; [`snapshot`](Self::snapshot) assembles the `Vec`.
+/// Internally children are kept sorted by insertion key, so that the supervisor
+/// updates a child in O(log n) even with 100 000 children; [`snapshot`](Self::snapshot)
+/// assembles the `Vec`.
 #[derive(Clone, Default)]
 pub struct SupervisorStats(Arc<RwLock<StatsInner>>);
 
@@ -138,14 +153,14 @@ impl SupervisorStats {
     pub fn child(&self, id: &str) -> Option<ChildSnapshot> {
         let inner = self.read();
         let key = inner.by_id.get(id)?;
-        inner.children.get(key).cloned()
+        inner.children.get(*key).cloned()
     }
 
     /// The status and restart count of one child, without copying its snapshot.
     pub fn child_brief(&self, id: &str) -> Option<(ChildStatus, u32)> {
         let inner = self.read();
         let key = inner.by_id.get(id)?;
-        inner.children.get(key).map(|c| (c.status, c.restarts))
+        inner.children.get(*key).map(|c| (c.status, c.restarts))
     }
 
     /// The header (name, strategy, counters) without the children: O(1).

@@ -1,6 +1,6 @@
 //! The [`Supervisor`] actor.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -12,6 +12,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPo
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use crate::keyed::KeyedVec;
 use crate::spec::{ChildSpec, Restart, SpawnFuture, Strategy, SupervisionObserver, SupervisorSpec};
 use crate::stats::{ChildSnapshot, ChildStatus, FailureRecord, SupervisorStats};
 
@@ -76,7 +77,7 @@ impl Supervisor {
     /// its parent, with arguments produced by `args` (called at every
     /// (re)start; reuse the same [`SupervisorStats`] inside it to keep one
     /// view across restarts).
-    pub fn child_spec<F>(id: impl Into<String>, kind: &'static str, restart: Restart, args: F) -> ChildSpec
+    pub fn child_spec<F>(id: impl Into<Arc<str>>, kind: &'static str, restart: Restart, args: F) -> ChildSpec
     where
         F: Fn() -> SupervisorArgs + Send + Sync + 'static,
     {
@@ -115,13 +116,56 @@ pub struct SupervisorState {
     observer: Option<Arc<dyn SupervisionObserver>>,
     stats: SupervisorStats,
     /// Children by insertion key; iteration order is spec order.
-    children: BTreeMap<u64, Child>,
-    by_actor: rustc_hash::FxHashMap<ActorId, u64>,
+    children: KeyedVec<Child>,
+    by_actor: ByActor,
     next_key: u64,
     /// Bumped at every one-for-all restart; stale `RestartAll` are ignored.
     epoch: u64,
     /// Times of the restarts within the intensity window.
     restart_times: VecDeque<Instant>,
+}
+
+/// The current instances' keys by actor id. Local ids (all of them, unless children are
+/// remote actors) are kept by pid: half the room of a whole `ActorId` per child.
+#[derive(Default)]
+struct ByActor {
+    local: rustc_hash::FxHashMap<u64, u64>,
+    remote: rustc_hash::FxHashMap<ActorId, u64>,
+}
+
+impl ByActor {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            local: rustc_hash::FxHashMap::with_capacity_and_hasher(n, Default::default()),
+            remote: Default::default(),
+        }
+    }
+
+    fn insert(&mut self, id: ActorId, key: u64) {
+        match id {
+            ActorId::Local(pid) => self.local.insert(pid, key),
+            remote => self.remote.insert(remote, key),
+        };
+    }
+
+    fn get(&self, id: &ActorId) -> Option<&u64> {
+        match id {
+            ActorId::Local(pid) => self.local.get(pid),
+            remote => self.remote.get(remote),
+        }
+    }
+
+    fn remove(&mut self, id: &ActorId) -> Option<u64> {
+        match id {
+            ActorId::Local(pid) => self.local.remove(pid),
+            remote => self.remote.remove(remote),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.local.clear();
+        self.remote.clear();
+    }
 }
 
 enum Exit {
@@ -140,8 +184,8 @@ impl Actor for Supervisor {
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let SupervisorArgs { spec, children, observer, stats } = args;
-        let mut seen = std::collections::HashSet::with_capacity(children.len());
-        if let Some(dup) = children.iter().find(|c| !seen.insert(c.id.as_str())) {
+        let mut seen = rustc_hash::FxHashSet::with_capacity_and_hasher(children.len(), Default::default());
+        if let Some(dup) = children.iter().find(|c| !seen.insert(&*c.id)) {
             return Err(format!("supervisor '{}': duplicate child id '{}'", spec.name, dup.id).into());
         }
         drop(seen);
@@ -152,15 +196,15 @@ impl Actor for Supervisor {
             w.header.max_restarts = spec.intensity.max_restarts;
             w.header.within_ms = u64::try_from(spec.intensity.within.as_millis()).unwrap_or(u64::MAX);
             // total_restarts, escalated and message counts accumulate across incarnations.
-            w.children.clear();
-            w.by_id.clear();
+            w.children = KeyedVec::with_capacity(children.len());
+            w.by_id = rustc_hash::FxHashMap::with_capacity_and_hasher(children.len(), Default::default());
         }
         let mut state = SupervisorState {
             spec,
             observer,
             stats,
-            children: BTreeMap::new(),
-            by_actor: rustc_hash::FxHashMap::with_capacity_and_hasher(children.len(), Default::default()),
+            children: KeyedVec::with_capacity(children.len()),
+            by_actor: ByActor::with_capacity(children.len()),
             next_key: 0,
             epoch: 0,
             restart_times: VecDeque::new(),
@@ -182,7 +226,7 @@ impl Actor for Supervisor {
             failed
         };
         if let Some((key, err)) = failed {
-            let id = state.children[&key].spec.id.clone();
+            let id = state.children.get(key).map(|c| c.spec.id.clone()).unwrap_or_else(|| "?".into());
             let reason = format!("supervisor '{}': failed to start child '{}': {err}", state.spec.name, id);
             error!(supervisor = %state.spec.name, child = %id, %err, "failed to start child");
             state.set_failure(key, &reason);
@@ -223,7 +267,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.stats.snapshot());
             }
             SupervisorMsg::Internal(Internal(InternalKind::RestartChild { key, generation })) => {
-                let due = state.children.get(&key).is_some_and(|c| c.generation == generation && c.cell.is_none());
+                let due = state.children.get(key).is_some_and(|c| c.generation == generation && c.cell.is_none());
                 if due {
                     if let Err(err) = state.restart_child(&myself, key).await {
                         state.on_start_failure(&myself, key, err).await?;
@@ -306,26 +350,26 @@ impl SupervisorState {
     }
 
     fn remove_child(&mut self, key: u64) -> Option<Child> {
-        let child = self.children.remove(&key)?;
+        let child = self.children.remove(key)?;
         if let Some(cell) = &child.cell {
             self.by_actor.remove(&cell.get_id());
         }
         {
             let mut w = self.stats.write();
-            w.children.remove(&key);
+            w.children.remove(key);
             w.by_id.remove(&child.spec.id);
         }
         Some(child)
     }
 
     fn edit_snap(&self, key: u64, f: impl FnOnce(&mut ChildSnapshot)) {
-        if let Some(snap) = self.stats.write().children.get_mut(&key) {
+        if let Some(snap) = self.stats.write().children.get_mut(key) {
             f(snap);
         }
     }
 
     fn set_status(&mut self, key: u64, status: ChildStatus) {
-        if let Some(c) = self.children.get_mut(&key) {
+        if let Some(c) = self.children.get_mut(key) {
             c.status = status;
             self.edit_snap(key, |s| s.status = status);
         }
@@ -345,7 +389,7 @@ impl SupervisorState {
         loop {
             while failed.is_none() && running.len() < window {
                 let Some(key) = keys.next() else { break };
-                let Some(child) = self.children.get(&key) else { continue };
+                let Some(child) = self.children.get(key) else { continue };
                 let start = Arc::clone(&child.spec.start);
                 self.set_status(key, ChildStatus::Starting);
                 let cell = myself.get_cell();
@@ -368,7 +412,7 @@ impl SupervisorState {
             }
         }
         if let Some((u64::MAX, e)) = &failed {
-            let key = self.children.keys().next().copied().unwrap_or(0);
+            let key = self.children.first_key().unwrap_or(0);
             return Some((key, e.clone()));
         }
         failed
@@ -376,7 +420,7 @@ impl SupervisorState {
 
     /// Call the child's factory and register the new instance.
     async fn spawn_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64) -> Result<(), String> {
-        let Some(child) = self.children.get(&key) else {
+        let Some(child) = self.children.get(key) else {
             return Err("unknown child".into());
         };
         let start = Arc::clone(&child.spec.start);
@@ -387,21 +431,24 @@ impl SupervisorState {
 
     /// Record a freshly spawned instance of a child (linking it if its factory did not).
     fn register_child(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64, cell: ActorCell) -> Result<(), String> {
-        if !self.children.contains_key(&key) {
+        if !self.children.contains_key(key) {
             return Err("unknown child".into());
         }
         let linked_to_us = cell.try_get_supervisor().is_some_and(|s| s.get_id() == myself.get_id());
         if !linked_to_us {
-            warn!(supervisor = %self.name(), child = %self.children[&key].spec.id,
+            let id = self.children.get(key).map(|c| c.spec.id.clone()).unwrap_or_else(|| "?".into());
+            warn!(supervisor = %self.name(), child = %id,
                 "child factory did not link the child to its supervisor; linking it now");
             cell.link(myself.get_cell());
         }
         let actor_id = cell.get_id();
         self.by_actor.insert(actor_id, key);
-        let child = self.children.get_mut(&key).expect("child present");
+        let Some(child) = self.children.get_mut(key) else {
+            return Err("unknown child".into());
+        };
         child.cell = Some(cell);
         child.started_at = Some(Instant::now());
-        self.edit_snap(key, |s| s.actor_id = Some(actor_id.to_string()));
+        self.edit_snap(key, |s| s.actor_id = Some(actor_id));
         Ok(())
     }
 
@@ -459,7 +506,7 @@ impl SupervisorState {
             debug!(supervisor = %self.name(), %actor, "ignoring exit of a non-current child");
             return Ok(());
         };
-        let Some(child) = self.children.get_mut(&key) else {
+        let Some(child) = self.children.get_mut(key) else {
             return Ok(());
         };
         child.cell = None;
@@ -516,7 +563,7 @@ impl SupervisorState {
         }
 
         let backoff = self.spec.backoff;
-        let Some(child) = self.children.get_mut(&key) else {
+        let Some(child) = self.children.get_mut(key) else {
             return Ok(());
         };
         // A child that ran longer than the window starts over at attempt 0.
@@ -553,7 +600,7 @@ impl SupervisorState {
         let mut to_stop = Vec::new();
         let mut temporaries = Vec::new();
         let mut w = self.stats.write();
-        for (&key, child) in self.children.iter_mut() {
+        for (key, child) in self.children.iter_mut() {
             let live = child.is_live();
             child.generation += 1;
             if let Some(cell) = child.cell.take() {
@@ -569,7 +616,7 @@ impl SupervisorState {
             }
             child.pending_all = true;
             child.status = ChildStatus::Restarting { in_ms };
-            if let Some(s) = w.children.get_mut(&key) {
+            if let Some(s) = w.children.get_mut(key) {
                 s.status = child.status;
                 s.actor_id = None;
             }
@@ -589,9 +636,9 @@ impl SupervisorState {
     }
 
     async fn restart_all(&mut self, myself: &ActorRef<SupervisorMsg>) -> Result<(), ActorProcessingErr> {
-        let keys: Vec<u64> = self.children.iter().filter(|(_, c)| c.pending_all).map(|(k, _)| *k).collect();
+        let keys: Vec<u64> = self.children.iter().filter(|(_, c)| c.pending_all).map(|(k, _)| k).collect();
         for key in keys {
-            let Some(child) = self.children.get_mut(&key) else {
+            let Some(child) = self.children.get_mut(key) else {
                 continue;
             };
             if !child.pending_all {
@@ -614,7 +661,7 @@ impl SupervisorState {
         {
             let mut w = self.stats.write();
             w.header.total_restarts += 1;
-            if let Some(s) = w.children.get_mut(&key) {
+            if let Some(s) = w.children.get_mut(key) {
                 s.restarts = s.restarts.saturating_add(1);
                 snap = Some(s.clone());
             }
@@ -634,7 +681,7 @@ impl SupervisorState {
         key: u64,
         err: String,
     ) -> Result<(), ActorProcessingErr> {
-        let Some(child) = self.children.get(&key) else {
+        let Some(child) = self.children.get(key) else {
             return Ok(());
         };
         let (id, kind) = (child.spec.id.clone(), child.spec.kind);
@@ -650,7 +697,7 @@ impl SupervisorState {
     /// Give up: stop all children, record and report the escalation, and
     /// return the error that fails this supervisor.
     async fn escalate(&mut self, myself: &ActorRef<SupervisorMsg>, key: u64, reason: &str) -> ActorProcessingErr {
-        let child_id = self.children.get(&key).map(|c| c.spec.id.clone()).unwrap_or_default();
+        let child_id = self.children.get(key).map(|c| c.spec.id.clone()).unwrap_or_else(|| "".into());
         let msg = format!(
             "supervisor '{}' exceeded its restart intensity ({} restarts within {:?}); last failure of child '{}': {}",
             self.spec.name, self.spec.intensity.max_restarts, self.spec.intensity.within, child_id, reason

@@ -21,8 +21,8 @@ async fn start(
     (sup, handle, stats)
 }
 
-fn ids(snap: &SupervisorSnapshot) -> Vec<Option<String>> {
-    snap.children.iter().map(|c| c.actor_id.clone()).collect()
+fn ids(snap: &SupervisorSnapshot) -> Vec<Option<ractor::ActorId>> {
+    snap.children.iter().map(|c| c.actor_id).collect()
 }
 
 async fn all_running(stats: &SupervisorStats) {
@@ -41,7 +41,7 @@ async fn one_for_one_restarts_only_the_failed_child() {
     let (sup, handle, stats) = start(spec("o4o", Strategy::OneForOne, 5, fast()), children).await;
     all_running(&stats).await;
     let before = stats.snapshot();
-    assert_eq!(before.children.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(before.children.iter().map(|c| &*c.id).collect::<Vec<_>>(), ["a", "b", "c"]);
     assert_eq!(before.strategy, Strategy::OneForOne);
     assert_eq!(before.max_restarts, 5);
     assert_eq!(before.within_ms, 60_000);
@@ -494,7 +494,7 @@ async fn many_children_start_restart_and_stop() {
     let cell = sup
         .get_children()
         .into_iter()
-        .find(|c| Some(c.get_id().to_string()) == victim.actor_id)
+        .find(|c| Some(c.get_id()) == victim.actor_id)
         .expect("child linked to the supervisor");
     ActorRef::<WorkerMsg>::from(cell).cast(WorkerMsg::Panic).unwrap();
     wait_until("victim restarted", T, || stats.child("s4321").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
@@ -576,7 +576,7 @@ async fn one_for_all_drops_temporary_children_and_keeps_finished_transients() {
     })
     .await;
     let s = stats.snapshot();
-    assert_eq!(s.children.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["perm", "done", "trans"]);
+    assert_eq!(s.children.iter().map(|c| &*c.id).collect::<Vec<_>>(), ["perm", "done", "trans"]);
     assert_eq!(s.child("done").unwrap().status, ChildStatus::Stopped);
     assert_eq!(finished.starts(), 1);
     assert!(ActorRef::<WorkerMsg>::where_is(wname(p, "temp")).is_none());
@@ -597,7 +597,7 @@ async fn concurrent_start_runs_every_child_keeps_spec_order_and_still_fails_on_o
     let (sup, handle, stats) = start(sup_spec, children).await;
     // Started means every child spawned and was registered.
     let snap = stats.snapshot();
-    let names: Vec<&str> = snap.children.iter().map(|c| c.id.as_str()).collect();
+    let names: Vec<&str> = snap.children.iter().map(|c| &*c.id).collect();
     let expected: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
     assert_eq!(names, expected.iter().map(String::as_str).collect::<Vec<_>>(), "spec order kept");
     assert!(snap.children.iter().all(|c| c.actor_id.is_some()), "{snap:?}");
