@@ -1,7 +1,8 @@
 //! `throughput`: twins ticking as fast as they can into a null sink that encodes every
-//! observation: observations per second, and the emit-to-sink latency. The sink's queue
-//! blocks when full (`overflow = "block"`): the twins go as fast as the sink takes their
-//! observations, and none is generated only to be dropped.
+//! observation: observations per second taken by the sink, what the twins generated and
+//! what the full queue dropped, the emit-to-sink latency, and the CPU time per observation.
+//! With `--overflow block` the twins wait for room instead (nothing dropped, but each
+//! observation then costs a wait and a wake-up: fewer per second; see BENCHMARKS.md).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,11 +36,11 @@ pub struct ThroughputArgs {
     /// Measured window (default 10s; --quick 1s), after a warm-up of a fifth of it.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
-    /// What the null sink's full queue does: `block` (the twins wait for room) or
-    /// `drop_oldest` (default block).
+    /// What the null sink's full queue does: `drop_oldest` (the default, as every sink's) or
+    /// `block` (the twins wait for room).
     #[arg(long)]
     pub overflow: Option<String>,
-    /// The null sink's queue capacity (default 10,000, as every sink's).
+    /// The null sink's queue capacity (default 100,000).
     #[arg(long)]
     pub queue: Option<usize>,
 }
@@ -53,7 +54,7 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     let kinds = parse_kinds(&kinds_s)?;
     let interval = a.interval.unwrap_or(Duration::from_millis(1));
     let duration = a.duration.unwrap_or(if quick { Duration::from_secs(1) } else { Duration::from_secs(10) });
-    let queue = a.queue.unwrap_or(10_000);
+    let queue = a.queue.unwrap_or(100_000);
     let mut report = Report::new("throughput");
     report.param("twins", twins);
     report.param("districts", districts);
@@ -66,9 +67,7 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
         .map_err(|e| e.to_string())?;
     let metrics = Metrics::new();
     let handle = SinkHandle::new("null", "null", "null".into(), queue, &metrics);
-    // Backpressure, not loss: a twin whose observation finds the queue full waits for room
-    // (and its ticker parks it), so nothing is generated only to be dropped.
-    let overflow = a.overflow.unwrap_or_else(|| "block".into());
+    let overflow = a.overflow.unwrap_or_else(|| "drop_oldest".into());
     match overflow.as_str() {
         "block" => handle.set_overflow(Overflow::Block { timeout: Duration::from_secs(5) }),
         "drop_oldest" => handle.set_overflow(Overflow::DropOldest),
