@@ -411,14 +411,19 @@ impl Pipeline {
         }
     }
 
-    /// Wait for the oldest part to be settled (up to `ack_timeout` from its offer): the
-    /// commit it completes, if any, or why it was not stored.
-    async fn settle_oldest(&mut self, h: &ConsumerHandle) -> Result<Option<PendingCommit>, String> {
-        let Some(oldest) = self.in_flight.pop_front() else { return Ok(None) };
+    /// Wait for the oldest part to be settled (up to `ack_timeout` from its offer) and add
+    /// the commit it completes, if any, to the pending one; or say why it was not stored.
+    async fn settle_oldest(&mut self, h: &ConsumerHandle) -> Result<(), String> {
+        let Some(oldest) = self.in_flight.pop_front() else { return Ok(()) };
         self.outstanding = self.outstanding.saturating_sub(oldest.count);
         let left = h.config.ack_timeout.saturating_sub(oldest.offered.elapsed());
         match tokio::time::timeout(left, oldest.group.wait()).await {
-            Ok(0) => Ok(oldest.commit),
+            Ok(0) => {
+                if let Some(c) = oldest.commit {
+                    add_pending(h, c);
+                }
+                Ok(())
+            }
             Ok(n) => Err(format!("sink {} did not store {n} observations (refused or dropped)", h.sink.name)),
             Err(_) => Err(format!(
                 "sink {} did not store the batch within {:?} ({} pending)",
@@ -437,9 +442,7 @@ impl Pipeline {
             if self.in_flight.is_empty() {
                 return Ok(());
             }
-            if let Some(c) = self.settle_oldest(h).await? {
-                add_pending(h, c);
-            }
+            self.settle_oldest(h).await?;
         }
     }
 
@@ -525,25 +528,16 @@ pub async fn run(h: Arc<ConsumerHandle>) {
 
         // Settled batches, oldest first; then offer what waits; beyond the window (or when
         // stopping, or when there is nothing to fetch) wait for the oldest.
-        let mut not_stored = None;
-        while pipe.oldest_settled() {
-            match pipe.settle_oldest(&h).await {
-                Ok(c) => c.into_iter().for_each(|c| add_pending(&h, c)),
-                Err(e) => {
-                    not_stored = Some(e);
-                    break;
-                }
-            }
+        let mut settled = Ok(());
+        while settled.is_ok() && pipe.oldest_settled() {
+            settled = pipe.settle_oldest(&h).await;
         }
         pipe.offer(&h);
         let must_wait = !pipe.has_room() || h.stopping() || std::mem::take(&mut drain_next);
-        if not_stored.is_none() && !pipe.is_empty() && must_wait {
-            match pipe.settle_oldest(&h).await {
-                Ok(c) => c.into_iter().for_each(|c| add_pending(&h, c)),
-                Err(e) => not_stored = Some(e),
-            }
+        if settled.is_ok() && !pipe.is_empty() && must_wait {
+            settled = pipe.settle_oldest(&h).await;
         }
-        if let Some(e) = not_stored {
+        if let Err(e) = settled {
             // Not stored: read it all again from the committed offsets with a new instance.
             h.record_error(e);
             h.not_delivered.fetch_add(1, Ordering::Relaxed);
@@ -565,11 +559,7 @@ pub async fn run(h: Arc<ConsumerHandle>) {
             match client.commit(&id, &p.offsets).await {
                 Ok(()) => {
                     h.committed.fetch_add(p.records, Ordering::Relaxed);
-                    let mut left = lock(&h.pending);
-                    // Batches settled meanwhile stay pending; only what was committed goes.
-                    if left.as_ref() == Some(&p) {
-                        *left = None;
-                    }
+                    *lock(&h.pending) = None;
                 }
                 Err(e @ CallError::NotFound(_)) => {
                     // Committed through the next instance: offsets belong to the group.
