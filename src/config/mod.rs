@@ -754,13 +754,25 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     }
 
     let mut fleet_sensors = Vec::new();
+    let mut total = sensors.len() as u64;
     for mut t in r.sections(&mut root, "fleets") {
         let path = t.path.clone();
         let kind = read_kind(r, &mut t);
         let district = read_district(r, &mut t);
-        let count: Option<u64> = r.req(&mut t, "count");
+        let mut count: Option<u64> = r.req(&mut t, "count");
         if count == Some(0) {
             r.problem(format!("{path}.count"), "must be at least 1");
+        }
+        if let Some(n) = count {
+            if total.saturating_add(n) > MAX_SENSORS {
+                r.problem(
+                    format!("{path}.count"),
+                    format!("{n} would make more than {MAX_SENSORS} sensors in all (each twin costs ~8 KiB of memory)"),
+                );
+                count = None;
+            } else {
+                total += n;
+            }
         }
         let interval = r.or(&mut t, "interval", runtime.interval);
         check_interval(r, &format!("{path}.interval"), interval);
@@ -811,6 +823,10 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
         sensors,
     })
 }
+
+/// Most sensors one configuration may have (`[[sensors]]` and `[[fleets]]` together): twice
+/// the million twins a 24 GB machine is sized for.
+pub const MAX_SENSORS: u64 = 2_000_000;
 
 /// The NGSI-LD core context (v1.8), the default `context` of NGSI-LD sinks.
 pub const NGSI_LD_CORE_CONTEXT: &str = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld";
@@ -1451,6 +1467,20 @@ interval = "60s"
         assert_eq!(c.sensors[0].id, "light-lamentin-00001");
         let d = twins::geo::district("Le Lamentin").expect("district");
         assert!(c.sensors.iter().all(|s| d.contains(s.location) && s.generated));
+    }
+
+    #[test]
+    fn fleets_are_bounded_before_anything_is_generated() {
+        // A typo of a few digits must not make the reader place billions of sensors.
+        let text = "[[sensors]]\nid = \"n1\"\ntype = \"noise\"\ndistrict = \"Le Lamentin\"\n\n\
+                    [[fleets]]\ntype = \"light\"\ndistrict = \"Le Lamentin\"\ncount = 2000000\n\n\
+                    [[fleets]]\ntype = \"light\"\ndistrict = \"Le Robert\"\ncount = 9223372036854775807\n";
+        let err = Config::parse(text, "t.toml", &[]).expect_err("too many");
+        let expect = [
+            ("fleets[0].count", "line 9", "would make more than 2000000 sensors in all"),
+            ("fleets[1].count", "line 14", "would make more than 2000000 sensors in all"),
+        ];
+        assert_problems(&err, &expect);
     }
 
     #[test]
