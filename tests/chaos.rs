@@ -40,7 +40,7 @@ fn seqs_by_sensor(msgs: &[Received]) -> BTreeMap<String, Vec<u64>> {
     let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for m in msgs {
         let obs = Observation::from_mqtt_json(&m.payload).unwrap_or_else(|e| panic!("{}: {e}", m.topic));
-        out.entry(obs.sensor_id).or_default().push(obs.seq);
+        out.entry(obs.sensor_id.to_string()).or_default().push(obs.seq);
     }
     out
 }

@@ -122,7 +122,7 @@ fn by_sensor(msgs: &[Received]) -> BTreeMap<String, Vec<Observation>> {
     for m in msgs {
         let obs = Observation::from_mqtt_json(&m.payload)
             .unwrap_or_else(|e| panic!("undecodable payload on {}: {e}: {}", m.topic, m.payload_str()));
-        out.entry(obs.sensor_id.clone()).or_default().push(obs);
+        out.entry(obs.sensor_id.to_string()).or_default().push(obs);
     }
     out
 }

@@ -32,7 +32,12 @@ fn config(sink: &str) -> Config {
 /// What sensor `id` emitted as its observations 1..=n, recomputed from the configuration.
 fn expected(cfg: &Config, id: &str, n: u64) -> Vec<Observation> {
     let s = cfg.sensors.iter().find(|s| s.id == id).expect("sensor in config");
-    let spec = SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+    let spec = SensorSpec {
+        id: s.id.as_str().into(),
+        kind: s.kind,
+        district: s.district.as_str().into(),
+        location: s.location,
+    };
     let mut twin = Twin::new(spec, cfg.runtime.seed);
     let clock = SimClock::new(cfg.runtime.start.expect("start"), cfg.runtime.speed).expect("clock");
     let offset = phase_offset(id, s.interval);
@@ -106,7 +111,7 @@ async fn every_observation_arrives_once_with_its_values_tags_and_time() {
             .find(|s| s.labels.get("sensor_id").and_then(|v| v.as_str()) == Some(id.as_str()))
             .expect("series");
         assert_eq!(s.labels.get("type").and_then(|v| v.as_str()), Some(exp[0].kind.as_str()));
-        assert_eq!(s.labels.get("district").and_then(|v| v.as_str()), Some(exp[0].district.as_str()));
+        assert_eq!(s.labels.get("district").and_then(|v| v.as_str()), Some(&*exp[0].district));
     }
     assert!(points > 300, "{points} points checked");
 }

@@ -228,7 +228,7 @@ fn observations() -> Vec<Observation> {
     let mut out = Vec::new();
     for kind in SensorKind::ALL {
         let spec = SensorSpec {
-            id: format!("{}-test-01", kind.as_str()),
+            id: format!("{}-test-01", kind.as_str()).into(),
             kind,
             district: "Fort-de-France".into(),
             location: GeoPoint { lat: 14.6040, lon: -61.0670 },

@@ -80,7 +80,7 @@ fn observation(id: &str, kind: SensorKind, seq: u64, value: f64) -> Observation 
         observed_at: chrono::Utc::now(),
         location: GeoPoint { lat: 14.6, lon: -61.07 },
         district: "Fort-de-France".into(),
-        values: vec![value; kind.quantities().len()],
+        values: twins::Values::filled(value, kind.quantities().len()),
     }
 }
 
@@ -106,9 +106,9 @@ fn seqs_in_pulsar(broker: &PulsarBroker) -> BTreeMap<String, Vec<u64>> {
         for m in broker.messages(&topic) {
             let obs = Observation::from_mqtt_json(&m.payload).unwrap_or_else(|e| panic!("{topic}: {e}: {}", m.text()));
             assert_eq!(obs.kind, kind, "{topic}");
-            assert_eq!(m.key.as_deref(), Some(obs.sensor_id.as_str()), "the key is the sensor id");
+            assert_eq!(m.key.as_deref(), Some(&*obs.sensor_id), "the key is the sensor id");
             assert_eq!(m.event_time, u64::try_from(obs.observed_at.timestamp_millis()).ok(), "event time");
-            out.entry(obs.sensor_id.clone()).or_default().push(obs.seq);
+            out.entry(obs.sensor_id.to_string()).or_default().push(obs.seq);
         }
     }
     out
@@ -120,7 +120,7 @@ fn seqs_in_mqtt(sub: &Subscriber) -> BTreeMap<String, Vec<u64>> {
     for m in sub.messages() {
         let obs = Observation::from_mqtt_json(&m.payload).unwrap_or_else(|e| panic!("{}: {e}", m.topic));
         assert_eq!(m.topic, format!("city/sensors/{}/{}", obs.kind.as_str(), obs.sensor_id));
-        out.entry(obs.sensor_id.clone()).or_default().push(obs.seq);
+        out.entry(obs.sensor_id.to_string()).or_default().push(obs.seq);
     }
     out
 }

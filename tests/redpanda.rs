@@ -154,7 +154,7 @@ async fn every_observation_arrives_exactly_once_when_nothing_fails() {
             let obs = Observation::from_mqtt_json(v).unwrap_or_else(|e| panic!("{topic}: {e}"));
             assert_eq!(obs.kind.as_str(), *topic);
             assert_eq!(r.key.as_deref(), Some(obs.sensor_id.as_bytes()));
-            produced.entry(obs.sensor_id).or_default().push(obs.seq);
+            produced.entry(obs.sensor_id.to_string()).or_default().push(obs.seq);
         }
     }
     assert_eq!(produced.values().map(Vec::len).sum::<usize>() as u64, last_after);

@@ -113,7 +113,7 @@ async fn the_sink_outage_scenario_runs_through_the_binary_and_reports_what_happe
     let mut by_sensor: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
     for m in sub.messages() {
         let o = Observation::from_mqtt_json(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", m.payload_str()));
-        by_sensor.entry(o.sensor_id).or_default().push(o.seq);
+        by_sensor.entry(o.sensor_id.to_string()).or_default().push(o.seq);
     }
     assert_eq!(by_sensor.len(), 10, "{:?}", by_sensor.keys());
     for (id, mut seqs) in by_sensor {

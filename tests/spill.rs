@@ -70,7 +70,7 @@ async fn a_dead_broker_spills_to_disk_and_a_restarted_runtime_sends_it_all_in_or
     let mut got: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for m in sub.messages() {
         let o = Observation::from_mqtt_json(&m.payload).unwrap_or_else(|e| panic!("{e}"));
-        got.entry(o.sensor_id).or_default().push(o.seq);
+        got.entry(o.sensor_id.to_string()).or_default().push(o.seq);
     }
     for (id, n) in &last {
         assert_eq!(got.get(id), Some(&(1..=*n).collect::<Vec<_>>()), "{id}: every observation once, in order");

@@ -225,9 +225,9 @@ fn observations(records: u64) -> Vec<twins::Observation> {
         .map(|i| {
             let kind = twins::SensorKind::ALL[(i % 6) as usize];
             let spec = twins::SensorSpec {
-                id: format!("c-{i:05}"),
+                id: format!("c-{i:05}").into(),
                 kind,
-                district: d.name.clone(),
+                district: d.name.clone().into(),
                 location: d.place(i, 972),
             };
             twins::Twin::new(spec, 972)

@@ -294,9 +294,7 @@ async fn measure_component(a: &ComponentArgs) -> Result<Value, String> {
 fn build_registry(config: &Config) -> Arc<crate::registry::Registry> {
     let reg = crate::registry::Registry::new();
     let at = chrono::Utc::now();
-    for s in &config.sensors {
-        let spec =
-            twins::SensorSpec { id: s.id.clone(), kind: s.kind, district: s.district.clone(), location: s.location };
+    for (spec, s) in crate::registry::specs(&config.sensors) {
         reg.ensure(spec, config.runtime.seed, s.interval);
         reg.step(&s.id, |_| at);
     }

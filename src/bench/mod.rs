@@ -387,13 +387,7 @@ impl Twins {
     ) -> Result<Twins, String> {
         use supervision::{Strategy, Supervisor, SupervisorArgs, SupervisorSpec};
         let registry = crate::registry::Registry::new();
-        for s in &config.sensors {
-            let spec = twins::SensorSpec {
-                id: s.id.clone(),
-                kind: s.kind,
-                district: s.district.clone(),
-                location: s.location,
-            };
+        for (spec, s) in crate::registry::specs(&config.sensors) {
             registry.ensure(spec, config.runtime.seed, s.interval);
         }
         let clock = twins::SimClock::new(chrono::Utc::now(), config.runtime.speed).map_err(|e| e.to_string())?;

@@ -324,7 +324,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
         twins::SensorSpec {
             id: "b0-00001".into(),
             kind: k,
-            district: super::district_names(1)[0].clone(),
+            district: super::district_names(1)[0].clone().into(),
             location: twins::geo::districts()[0].centroid,
         },
         972,

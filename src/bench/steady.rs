@@ -61,7 +61,12 @@ pub async fn run(a: SteadyArgs, quick: bool) -> Result<Report, String> {
     let (sink, sink_done) = Actor::spawn(
         None,
         NullSink,
-        NullSinkArgs { handle: handle.clone(), latency: latency.clone(), bytes: Arc::new(AtomicU64::new(0)) },
+        NullSinkArgs {
+            handle: handle.clone(),
+            latency: latency.clone(),
+            bytes: Arc::new(AtomicU64::new(0)),
+            busy_ns: Default::default(),
+        },
     )
     .await
     .map_err(|e| format!("null sink: {e}"))?;

@@ -76,13 +76,24 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     report.param("overflow", overflow);
     let latency = Arc::new(Hist::default());
     let bytes = Arc::new(AtomicU64::new(0));
-    let (sink, sink_done) = Actor::spawn(
-        None,
-        NullSink,
-        NullSinkArgs { handle: handle.clone(), latency: latency.clone(), bytes: bytes.clone() },
-    )
-    .await
-    .map_err(|e| format!("null sink: {e}"))?;
+    let busy_ns = Arc::new(AtomicU64::new(0));
+    let sink_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("twinrt-sinks")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("sink runtime: {e}"))?;
+    let args = NullSinkArgs {
+        handle: handle.clone(),
+        latency: latency.clone(),
+        bytes: bytes.clone(),
+        busy_ns: busy_ns.clone(),
+    };
+    let (sink, sink_done) = sink_rt
+        .spawn(async move { Actor::spawn(None, NullSink, args).await })
+        .await
+        .map_err(|e| format!("null sink: {e}"))?
+        .map_err(|e| format!("null sink: {e}"))?;
     let t = Instant::now();
     let running = Twins::start(&config, SinkSet::new(vec![handle.clone()]), metrics.clone()).await?;
     let gauge = metrics.twins_running.clone();
@@ -94,16 +105,19 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     latency.reset();
     let (s0, g0, d0, b0) =
         (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
+    let busy0 = busy_ns.load(Ordering::Relaxed);
     let t0 = Instant::now();
     let cpu0 = super::cpu_seconds();
     tokio::time::sleep(duration).await;
     let (s1, g1, d1, b1) =
         (handle.stats.sent.get(), generated(), handle.stats.dropped.get(), bytes.load(Ordering::Relaxed));
     let secs = t0.elapsed().as_secs_f64();
+    let busy = (busy_ns.load(Ordering::Relaxed) - busy0) as f64 / 1e9;
     let cpu = super::cpu_seconds() - cpu0;
     running.stop().await;
     sink.stop(None);
     let _ = sink_done.await;
+    sink_rt.shutdown_background();
 
     let rate = (s1 - s0) as f64 / secs;
     report.figure("ready_s", round3(ready_s));
@@ -113,6 +127,9 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     // Work per observation, whatever else the machine runs: 2 cores / this = the rate an
     // idle 2-core machine would reach.
     report.figure("cpu_us_per_observation", round3(cpu * 1e6 / (s1 - s0).max(1) as f64));
+    // The sink's share of one core, and its own time per observation.
+    report.figure("sink_busy", round3(busy / secs));
+    report.figure("sink_us_per_observation", round3(busy * 1e6 / (s1 - s0).max(1) as f64));
     report.figure("encoded_mib_per_s", round3((b1 - b0) as f64 / secs / 1048576.0));
     report.figure("latency_p50_ms", round3(latency.quantile_ms(0.5)));
     report.figure("latency_p99_ms", round3(latency.quantile_ms(0.99)));

@@ -66,7 +66,13 @@ pub struct RuntimeConfig {
     pub start: Option<DateTime<Utc>>,
     /// How long sinks may flush what they hold at shutdown.
     pub shutdown_grace: Duration,
+    /// Threads of the sinks' own scheduler (sink actors and their I/O run apart from the
+    /// sensors, so that thousands of busy sensors cannot starve delivery).
+    pub sink_threads: usize,
 }
+
+/// Most threads the sinks' scheduler may have (`runtime.sink_threads`).
+pub const MAX_SINK_THREADS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -555,8 +561,12 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     check_interval(r, "runtime.interval", interval);
     let start = r.opt(&mut s, "start");
     let shutdown_grace = r.or(&mut s, "shutdown_grace", Duration::from_secs(5));
-    r.finish(s, &["seed", "speed", "interval", "start", "shutdown_grace"]);
-    let runtime = RuntimeConfig { seed, speed, interval, start, shutdown_grace };
+    let sink_threads = r.or(&mut s, "sink_threads", 1usize);
+    if !(1..=MAX_SINK_THREADS).contains(&sink_threads) {
+        r.problem("runtime.sink_threads", format!("must be from 1 to {MAX_SINK_THREADS} (got {sink_threads})"));
+    }
+    r.finish(s, &["seed", "speed", "interval", "start", "shutdown_grace", "sink_threads"]);
+    let runtime = RuntimeConfig { seed, speed, interval, start, shutdown_grace, sink_threads };
 
     let mut s = r.section(&mut root, "log");
     let format = match r.or(&mut s, "format", "text".to_string()).as_str() {

@@ -658,7 +658,7 @@ mod tests {
             observed_at: "2026-06-21T10:00:00Z".parse().expect("time"),
             location: twins::GeoPoint { lat: 14.6, lon: -61.07 },
             district: "Fort-de-France".into(),
-            values: vec![50.0; twins::SensorKind::Noise.quantities().len()],
+            values: twins::Values::filled(50.0, twins::SensorKind::Noise.quantities().len()),
         };
         let good = String::from_utf8(obs.to_mqtt_json()).expect("utf-8");
         let good = good.as_str();

@@ -317,7 +317,7 @@ impl FaultEngine {
                 Some(_) => Ok(Resolved::Sensors(Arc::new(vec![id.clone()]))),
                 None => Err(format!("no sensor \"{id}\" (see GET /api/v1/twins)")),
             },
-            Selector::District(d) => nonempty(self.registry.ids_where(|s| &s.district == d), format!("district:{d}")),
+            Selector::District(d) => nonempty(self.registry.ids_where(|s| *s.district == **d), format!("district:{d}")),
             Selector::Kind(k) => nonempty(self.registry.ids_where(|s| s.kind == *k), format!("kind:{}", k.as_str())),
             Selector::Ratio(r) => nonempty(sample(self.registry.ids(), *r), format!("ratio:{r}")),
             Selector::Sink(name) => self.sink(name),

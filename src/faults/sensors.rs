@@ -205,7 +205,7 @@ mod tests {
             observed_at: chrono::Utc::now(),
             location: twins::GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Fort-de-France".into(),
-            values: vec![20.0; twins::SensorKind::Weather.quantities().len()],
+            values: twins::Values::filled(20.0, twins::SensorKind::Weather.quantities().len()),
         };
         let bad = out_of_range(&Envelope::new(obs));
         for (q, v) in bad.obs.measurements() {

@@ -280,8 +280,9 @@ fn twin_detail(s: &AppState, view: TwinView) -> TwinDetail {
 fn matching_ids(s: &AppState, p: &Params) -> Result<Vec<String>, ApiError> {
     let kind = p.kind()?;
     let district = p.district()?;
-    Ok(s.registry
-        .ids_where(|spec| kind.is_none_or(|k| spec.kind == k) && district.as_ref().is_none_or(|d| &spec.district == d)))
+    Ok(s.registry.ids_where(|spec| {
+        kind.is_none_or(|k| spec.kind == k) && district.as_ref().is_none_or(|d| *spec.district == **d)
+    }))
 }
 
 /// `GET /api/v1/twins?type=&district=&offset=&limit=`

@@ -425,7 +425,7 @@ async fn deliver<S: BatchService>(
                     if let Some(f) = failed.get_mut(*i) {
                         *f = true;
                     }
-                    tracing::warn!(sink = %handle.name, id = %batch.get(*i).map(|e| e.obs.sensor_id.as_str()).unwrap_or("?"), %reason, "entry refused");
+                    tracing::warn!(sink = %handle.name, id = %batch.get(*i).map(|e| &*e.obs.sensor_id).unwrap_or("?"), %reason, "entry refused");
                     stats.record_error(format!("entry refused: {reason}"));
                 }
                 return failed;

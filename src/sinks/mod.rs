@@ -3,6 +3,8 @@
 //! - [`queue`]: what every sink shares: the bounded queue, the counters, the handle
 //!   sensors offer observations to ([`SinkHandle`]).
 //! - [`mqtt`]: the MQTT sink (rumqttc), plain or TLS.
+//! - [`pool`]: envelopes handed back by sinks and made again by sensors (no cross-thread
+//!   free per observation).
 //! - [`batch`]: the driver of request/response sinks (batching, retry rules, timeouts),
 //!   over a [`batch::BatchService`] per protocol.
 //! - [`influxdb`]: the InfluxDB v2 sink (line protocol).
@@ -20,6 +22,7 @@ pub mod delivery;
 pub mod influxdb;
 pub mod mqtt;
 pub mod ngsild;
+pub mod pool;
 pub mod pulsar;
 pub mod queue;
 pub mod redpanda;
@@ -106,7 +109,7 @@ mod tests {
             observed_at: chrono::Utc::now(),
             location: GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Fort-de-France".into(),
-            values: vec![50.0; SensorKind::Noise.quantities().len()],
+            values: twins::Values::filled(50.0, SensorKind::Noise.quantities().len()),
         }))
         .await;
         assert_eq!((all.queue_len(), only.queue_len()), (1, 0));

@@ -405,6 +405,7 @@ async fn drive(
                     if cfg.qos == 0 {
                         if let Some(env) = l.handed.pop_front() {
                             handle.stats.delivered(&env);
+                            super::pool::recycle(env);
                         }
                     } else if let Some(env) = l.handed.pop_front() {
                         l.by_pkid.insert(pkid, env);
@@ -443,6 +444,7 @@ fn complete(ledger: &Mutex<InFlight>, handle: &SinkHandle, pkid: u16) {
     let mut l = lock(ledger);
     if let Some(env) = l.by_pkid.remove(&pkid) {
         handle.stats.delivered(&env);
+        super::pool::recycle(env);
     }
     handle.set_in_flight(l.len());
 }

@@ -119,7 +119,7 @@ impl PulsarService {
             let producer = self.producer(obs.kind).await?;
             let receipt = producer
                 .create_message()
-                .with_key(obs.sensor_id.clone())
+                .with_key(obs.sensor_id.to_string())
                 .event_time(event_ms)
                 .with_content(buf.clone())
                 .send_non_blocking()

@@ -63,8 +63,9 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    /// A sensor's observation, in a recycled envelope when there is one ([`super::pool`]).
     pub fn new(obs: Observation) -> Arc<Envelope> {
-        Arc::new(Envelope { obs, emitted: Instant::now(), ack: None })
+        super::pool::make(Envelope { obs, emitted: Instant::now(), ack: None })
     }
 
     /// An envelope whose fate is reported to `ack`.
@@ -171,6 +172,24 @@ pub struct WindowCounts {
 }
 
 /// How long samples are kept (a little over the longest window).
+/// The time of a delivery, read once for several ([`SinkStats::delivered_at`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryClock {
+    /// For latencies (since `Envelope::emitted`).
+    pub at: Instant,
+    /// Wall-clock milliseconds since the Unix epoch (the last success).
+    pub ms: u64,
+}
+
+impl DeliveryClock {
+    pub fn now() -> DeliveryClock {
+        DeliveryClock { at: Instant::now(), ms: now_ms() }
+    }
+}
+
+/// How soon a busy sink pumps again by itself ([`SinkHandle::pumped`]).
+pub const BUSY_PUMP: std::time::Duration = std::time::Duration::from_millis(1);
+
 const SAMPLE_HORIZON: std::time::Duration = std::time::Duration::from_secs(3700);
 
 fn now_ms() -> u64 {
@@ -209,11 +228,18 @@ impl SinkStats {
 
     /// One message delivered (acknowledged by the broker where the protocol has acks).
     pub fn delivered(&self, env: &Envelope) {
+        self.delivered_at(env, &DeliveryClock::now());
+    }
+
+    /// [`delivered`](Self::delivered) at a time the caller read once for several
+    /// deliveries (a sink delivering thousands per millisecond need not read the clocks for
+    /// each).
+    pub fn delivered_at(&self, env: &Envelope, clock: &DeliveryClock) {
         env.settle(true);
         self.sent.inc();
-        self.latency.observe(env.emitted.elapsed().as_secs_f64());
-        self.last_success_ms.store(now_ms(), Ordering::Relaxed);
-        let (seq, id) = (env.obs.seq, env.obs.sensor_id.as_str());
+        self.latency.observe(clock.at.saturating_duration_since(env.emitted).as_secs_f64());
+        self.last_success_ms.store(clock.ms, Ordering::Relaxed);
+        let (seq, id): (u64, &str) = (env.obs.seq, &env.obs.sensor_id);
         let from_one = self.from_one.load(Ordering::Relaxed);
         let outcome = match self.delivered_seq.get_mut(id) {
             Some(mut t) => t.deliver(seq, from_one),
@@ -245,7 +271,7 @@ impl SinkStats {
     pub fn dropped_one(&self, env: &Envelope) {
         self.dropped.inc();
         env.settle(false);
-        let (seq, id) = (env.obs.seq, env.obs.sensor_id.as_str());
+        let (seq, id): (u64, &str) = (env.obs.seq, &env.obs.sensor_id);
         let newly_lost = match self.delivered_seq.get_mut(id) {
             Some(mut t) => t.drop_seq(seq),
             None => {
@@ -753,6 +779,35 @@ impl SinkHandle {
         self.wake_pending.store(false, Ordering::Release);
     }
 
+    /// Called by a sink that pumps with coalesced wake-ups at the end of each pump, which
+    /// took `took` entries; `more` when it stopped with entries left for later. (Such a sink
+    /// does not call [`woken`](Self::woken) when it starts.)
+    ///
+    /// Like a network card's interrupt moderation: while entries keep coming, the sink pumps
+    /// again by itself, at once when `more`, else [`BUSY_PUMP`] later, and offers do not wake
+    /// it: waking a sink is a message, and a cross-thread wake-up (a system call when the
+    /// sink's thread sleeps) that a busy sink pays per offer otherwise. Once a pump finds
+    /// nothing, offers wake it again, so an idle sink still takes an offer at once.
+    pub fn pumped(&self, myself: &ActorRef<SinkMsg>, took: usize, more: bool) {
+        if took > 0 {
+            self.mailbox.enqueue();
+            if more {
+                if myself.cast(SinkMsg::Pump).is_err() {
+                    self.mailbox.unenqueue();
+                }
+            } else {
+                myself.send_after(BUSY_PUMP, || SinkMsg::Pump);
+            }
+            return;
+        }
+        self.woken();
+        // An offer that came after the last take but saw the wake-up still pending did not
+        // wake the sink: look again now that offers will.
+        if !lock(&self.queue).is_empty() {
+            self.wake();
+        }
+    }
+
     /// Take up to `max` entries from the front of the queue.
     pub fn take(&self, max: usize) -> Vec<Arc<Envelope>> {
         let mut q = lock(&self.queue);
@@ -892,6 +947,8 @@ impl SinkHandle {
         if let Ok(mut a) = self.actor.write() {
             *a = actor;
         }
+        // A new actor's mailbox is empty: whatever wake-up was pending went to the old one.
+        self.wake_pending.store(false, Ordering::Release);
     }
 
     /// Forget the actor, unless another one has attached since.
@@ -956,7 +1013,7 @@ mod tests {
             observed_at: chrono::Utc::now(),
             location: GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Fort-de-France".into(),
-            values: vec![50.0; SensorKind::Noise.quantities().len()],
+            values: twins::Values::filled(50.0, SensorKind::Noise.quantities().len()),
         })
     }
 

@@ -49,7 +49,7 @@ const OM_MEASUREMENT: &str = "http://www.opengis.net/def/observationType/OGC-OM/
 const CONCURRENT_POSTS: usize = 4;
 
 /// One row: the value of one quantity of one observation: (sensor id, seq, quantity index).
-type RowKey = (String, u64, usize);
+type RowKey = (Arc<str>, u64, usize);
 
 /// Why a request failed.
 #[derive(Debug, Clone)]
@@ -288,7 +288,7 @@ impl SensorThingsService {
     /// ObservedProperties included).
     async fn ensure(&mut self, env: &Envelope) -> Result<SensorEntities, Fail> {
         let obs = &env.obs;
-        if let Some(e) = self.things.get(&obs.sensor_id) {
+        if let Some(e) = self.things.get(&*obs.sensor_id) {
             return Ok(e.clone());
         }
         let thing = self.http.find_or_create("Things", &obs.sensor_id, thing_body(env)).await?;
@@ -316,7 +316,7 @@ impl SensorThingsService {
         }
         tracing::info!(sensor = %obs.sensor_id, thing = %thing, datastreams = datastreams.len(), "SensorThings entities ready");
         let entities = SensorEntities { datastreams };
-        self.things.insert(obs.sensor_id.clone(), entities.clone());
+        self.things.insert(obs.sensor_id.to_string(), entities.clone());
         Ok(entities)
     }
 
@@ -414,7 +414,7 @@ impl BatchService for SensorThingsService {
             let mut entities: HashMap<String, SensorEntities> = HashMap::new();
             let mut refused: HashMap<String, String> = HashMap::new();
             for (i, env) in batch.iter().enumerate() {
-                let id = &env.obs.sensor_id;
+                let id: &str = &env.obs.sensor_id;
                 if failed.contains_key(&i) || entities.contains_key(id) {
                     continue;
                 }
@@ -424,19 +424,19 @@ impl BatchService for SensorThingsService {
                 }
                 match self.ensure(env).await {
                     Ok(e) => {
-                        entities.insert(id.clone(), e);
+                        entities.insert(id.to_string(), e);
                     }
                     Err(f) if f.is_retriable() => return Err(SendError::Retriable(format!("setting up {id}: {f}"))),
                     Err(f) => {
                         let reason = format!("setting up the entities of {id}: {f}");
-                        refused.insert(id.clone(), reason.clone());
+                        refused.insert(id.to_string(), reason.clone());
                         failed.insert(i, reason);
                     }
                 }
             }
             let mut rows = Vec::new();
             for (i, env) in batch.iter().enumerate() {
-                let Some(e) = entities.get(&env.obs.sensor_id) else { continue };
+                let Some(e) = entities.get(&*env.obs.sensor_id) else { continue };
                 if failed.contains_key(&i) {
                     continue;
                 }

@@ -386,7 +386,7 @@ mod tests {
             observed_at: chrono::DateTime::from_timestamp(1_780_000_000 + seq as i64, 0).expect("time"),
             location: GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Fort-de-France".into(),
-            values: vec![50.0; SensorKind::Noise.quantities().len()],
+            values: twins::Values::filled(50.0, SensorKind::Noise.quantities().len()),
         }
     }
 

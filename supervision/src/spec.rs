@@ -124,6 +124,20 @@ impl ChildSpec {
     {
         Self { id: id.into(), kind, restart, start: Arc::new(move |sup| Box::pin(start(sup)) as SpawnFuture) }
     }
+
+    /// The same child, started (and restarted) on the tokio runtime of `rt`: its actor's
+    /// task, and whatever that task spawns, run on that runtime's threads; the supervisor
+    /// stays where it is. If that runtime has shut down, the start fails like any other.
+    pub fn on(self, rt: tokio::runtime::Handle) -> Self {
+        let inner = self.start;
+        let start: StartFn = Arc::new(move |sup| {
+            let spawned = rt.spawn(inner(sup));
+            Box::pin(async move {
+                spawned.await.map_err(|e| ractor::SpawnErr::StartupFailed(format!("child's runtime: {e}").into()))?
+            }) as SpawnFuture
+        });
+        Self { start, ..self }
+    }
 }
 
 impl fmt::Debug for ChildSpec {

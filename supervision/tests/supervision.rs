@@ -628,3 +628,59 @@ async fn concurrent_start_runs_every_child_keeps_spec_order_and_still_fails_on_o
     assert!(err.to_string().contains("broken") && err.to_string().contains("no twin"), "{err}");
     wait_until("started ones stopped", T, || good.iter().all(|g| g.starts() == g.stops())).await;
 }
+
+/// Records the name of the thread each of its instances starts on.
+struct ThreadProbe;
+
+impl Actor for ThreadProbe {
+    type Msg = ();
+    type State = ();
+    type Arguments = Arc<std::sync::Mutex<Vec<String>>>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        threads: Self::Arguments,
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let name = std::thread::current().name().unwrap_or("?").to_owned();
+        threads.lock().unwrap_or_else(|p| p.into_inner()).push(name);
+        Ok(())
+    }
+
+    async fn handle(&self, _myself: ActorRef<()>, _msg: (), _state: &mut ()) -> Result<(), ractor::ActorProcessingErr> {
+        panic!("requested panic");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_started_on_another_runtime_runs_and_restarts_there() {
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("other-rt")
+        .enable_all()
+        .build()
+        .expect("second runtime");
+    let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let t = threads.clone();
+    let child = ChildSpec::new("elsewhere", "worker", Restart::Permanent, move |sup: ActorCell| {
+        let t = t.clone();
+        async move {
+            let (r, _) = Actor::spawn_linked(None, ThreadProbe, t, sup).await?;
+            Ok(r.get_cell())
+        }
+    })
+    .on(other.handle().clone());
+    let (sup, handle, stats) = start(spec("other-rt", Strategy::OneForOne, 5, fast()), vec![child]).await;
+    all_running(&stats).await;
+    let first = stats.child("elsewhere").and_then(|c| c.actor_id).expect("started");
+    let cell = sup.get_children().into_iter().next().expect("one child");
+    let r: ActorRef<()> = cell.into();
+    r.cast(()).expect("cast");
+    wait_until("restarted", T, || stats.child("elsewhere").is_some_and(|c| c.restarts == 1 && is_running(&c))).await;
+    assert_ne!(stats.child("elsewhere").and_then(|c| c.actor_id), Some(first));
+    let seen = threads.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(seen, ["other-rt", "other-rt"], "both instances started on the other runtime");
+    sup.stop(None);
+    let _ = handle.await;
+    other.shutdown_background();
+}

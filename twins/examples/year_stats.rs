@@ -11,7 +11,7 @@ fn main() {
     let mk = |kind: SensorKind, district: &str| {
         let d = geo::district(district).map(|d| (d.name.clone(), d.place(0, 1)));
         let (name, location) = d.unwrap_or_else(|| (district.to_owned(), twins::GeoPoint { lat: 14.6, lon: -61.0 }));
-        Twin::new(SensorSpec { id: format!("{kind}-{name}"), kind, district: name, location }, 2026)
+        Twin::new(SensorSpec { id: format!("{kind}-{name}").into(), kind, district: name.into(), location }, 2026)
     };
     let mut aq = mk(SensorKind::AirQuality, "Fort-de-France");
     let mut aq_rob = mk(SensorKind::AirQuality, "Le Robert");

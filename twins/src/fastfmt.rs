@@ -28,6 +28,9 @@ impl Out for String {
 /// 16 or 17 digits both read back exactly, the two may pick a different last digit. Both
 /// read back as the same `f64`. Elsewhere (and for non-finite values) `Display` is used.
 pub fn push_f64(out: &mut impl Out, v: f64) {
+    if push_milli(out, v) {
+        return;
+    }
     let a = v.abs();
     if v.is_finite() && (a == 0.0 || (1e-5..1e16).contains(&a)) {
         let mut buf = ryu::Buffer::new();
@@ -37,6 +40,38 @@ pub fn push_f64(out: &mut impl Out, v: f64) {
         return;
     }
     out.put(&v.to_string());
+}
+
+/// `v` when it is a whole number of thousandths (what the twins write: values are rounded
+/// to 3 decimals) below 1e9 in magnitude, not zero: written from that integer, which is
+/// cheaper than ryu. The text is `Display`'s: it reads back as `v` (`v` is the `f64` nearest
+/// to it), and no shorter decimal does, since one with fewer digits would be another whole
+/// number of thousandths, at least 0.001 away, and `v`'s rounding interval is under 1e-7
+/// wide. Returns false (nothing written) for any other `v`.
+fn push_milli(out: &mut impl Out, v: f64) -> bool {
+    let k = (v * 1000.0).round();
+    if v == 0.0 || k.is_nan() || k.abs() >= 1e12 || k / 1000.0 != v {
+        return false;
+    }
+    let m = (k as i64).unsigned_abs();
+    let (int, frac) = (m / 1000, (m % 1000) as u32);
+    if v < 0.0 {
+        out.put("-");
+    }
+    out.put(itoa::Buffer::new().format(int));
+    if frac > 0 {
+        let d = [b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8];
+        let keep = if frac % 100 == 0 {
+            2
+        } else if frac % 10 == 0 {
+            3
+        } else {
+            4
+        };
+        // ASCII only.
+        out.put(std::str::from_utf8(&d[..keep]).unwrap_or_default());
+    }
+    true
 }
 
 /// `v` as `Display` writes it.
@@ -163,6 +198,31 @@ mod tests {
         }
         assert_eq!(f(f64::NAN), "NaN");
         assert_eq!(f(f64::INFINITY), "inf");
+    }
+
+    #[test]
+    fn whole_thousandths_are_written_as_display_writes_them() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut cases: Vec<f64> = vec![0.001, -0.001, 0.01, 0.1, 1.5, 1013.25, 999_999_999.999, -999_999_999.999, 1e9];
+        for _ in 0..300_000 {
+            let bits = next();
+            // Any number of thousandths across the range, and small ones more densely.
+            let k = (bits % 2_000_000_000_000) as i64 - 1_000_000_000_000;
+            cases.push(k as f64 / 1000.0);
+            cases.push((k % 100_000) as f64 / 1000.0);
+            // And what the twins compute: a value rounded to 3 decimals.
+            let x = f64::from_bits(bits >> 2) % 1e6;
+            cases.push((x * 1000.0).round() / 1000.0);
+        }
+        for v in cases.into_iter().filter(|v| v.is_finite()) {
+            assert_eq!(f(v), format!("{v}"), "{v:e}");
+        }
     }
 
     #[test]

@@ -163,6 +163,9 @@ mod tests {
         for k in SensorKind::ALL {
             let qs = k.quantities();
             assert!(!qs.is_empty());
+            assert!(qs.len() <= crate::Values::CAPACITY, "{k}: more quantities than an observation holds");
+            // Encoders index per-kind tables by `kind as usize`.
+            assert_eq!(SensorKind::ALL.get(k as usize), Some(&k), "ALL is in declaration order");
             for (i, q) in qs.iter().enumerate() {
                 assert!(q.min < q.max, "{k}:{}", q.name);
                 assert!(q.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));

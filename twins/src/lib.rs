@@ -11,6 +11,7 @@
 //! - [`twin`]: [`Twin`] (step, seq, state) and [`ModelState`].
 //! - [`models`]: one file per model (traffic, air quality, parking, noise, weather, light),
 //!   calibrated on `shared/reference/martinique-reference.json`; each constant names its key.
+//! - [`values`]: [`Values`], an observation's values, inline.
 //! - [`observation`]: [`Observation`], its MQTT JSON encoding and strict decoder ([`DecodeError`]);
 //!   schema in `schema/observation.schema.json`.
 //! - [`line_protocol`]: the InfluxDB line protocol encoding of an observation.
@@ -30,6 +31,7 @@ pub mod observation;
 pub mod rng;
 pub mod spec;
 pub mod twin;
+pub mod values;
 
 pub use clock::{ClockError, SimClock};
 pub use kind::{Quantity, SensorKind, UnknownKind};
@@ -42,3 +44,4 @@ pub use models::weather::{Shower, WeatherState};
 pub use observation::{DecodeError, Observation};
 pub use spec::{GeoPoint, SensorSpec};
 pub use twin::{ModelState, Twin};
+pub use values::{TooManyValues, Values};

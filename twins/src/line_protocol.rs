@@ -94,7 +94,7 @@ mod tests {
             observed_at: chrono::Utc.timestamp_millis_opt(1_795_570_779_123).single().expect("time"),
             location: GeoPoint { lat: 14.6, lon: -61.0 },
             district: "Le François".into(),
-            values: vec![31.2, 12.0, 18.5, 0.0],
+            values: crate::Values::from([31.2, 12.0, 18.5, 0.0]),
         };
         assert_eq!(
             o.to_line_protocol(),

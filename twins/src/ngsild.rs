@@ -174,7 +174,7 @@ impl Observation {
                 "location",
                 AttrValue::Geo(json!({"type": "Point", "coordinates": [self.location.lon, self.location.lat]})),
             ),
-            ("areaServed", AttrValue::Static(Value::String(self.district.clone()))),
+            ("areaServed", AttrValue::Static(Value::String(self.district.to_string()))),
             (
                 "address",
                 AttrValue::Static(json!({
@@ -276,7 +276,7 @@ mod tests {
 
     fn observation(kind: SensorKind) -> Observation {
         let spec = SensorSpec {
-            id: format!("{}-fdf-01", kind.as_str()),
+            id: format!("{}-fdf-01", kind.as_str()).into(),
             kind,
             district: "Fort-de-France".into(),
             location: GeoPoint { lat: 14.6040, lon: -61.0670 },

@@ -13,22 +13,26 @@
 
 use crate::kind::{Quantity, SensorKind, UnknownKind};
 use crate::spec::GeoPoint;
+use crate::values::Values;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt::Display;
+use std::sync::Arc;
 
 /// One reading of one sensor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Observation {
-    pub sensor_id: String,
+    /// Shared with the twin's spec: an observation copies no string.
+    pub sensor_id: Arc<str>,
     pub kind: SensorKind,
     pub seq: u64,
     pub observed_at: DateTime<Utc>,
     pub location: GeoPoint,
-    pub district: String,
+    /// Shared with the twin's spec (and every twin of the district).
+    pub district: Arc<str>,
     /// Aligned with `kind.quantities()`: same order and length.
-    pub values: Vec<f64>,
+    pub values: Values,
 }
 
 /// Why an MQTT JSON payload is not a valid observation. Each message names the JSON path.
@@ -111,17 +115,7 @@ impl Observation {
             out.extend_from_slice(b"\":");
             push_number(out, v);
         }
-        out.extend_from_slice(b"},\"units\":{");
-        for (i, q) in self.kind.quantities().iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'"');
-            out.extend_from_slice(q.name.as_bytes());
-            out.extend_from_slice(b"\":");
-            push_json_str(out, q.unit);
-        }
-        out.extend_from_slice(b"}}");
+        out.extend_from_slice(units_tail(self.kind));
     }
 
     /// Parses and validates an MQTT JSON payload. Strict: unknown fields, unknown or missing
@@ -155,7 +149,7 @@ impl Observation {
             other => return Err(wrong_type("$.seq", "an integer >= 1", other)),
         };
         let observed_at = parse_timestamp(string(top, "$", "observedAt")?)?;
-        let district = string(top, "$", "district")?.to_owned();
+        let district: Arc<str> = string(top, "$", "district")?.into();
         let location = object(field(top, "$", "location")?, "$.location")?;
         if let Some(key) = location.keys().find(|k| !matches!(k.as_str(), "lat" | "lon")) {
             return Err(DecodeError::UnknownField { path: format!("$.location.{key}") });
@@ -169,7 +163,7 @@ impl Observation {
         if let Some(name) = values_obj.keys().find(|k| kind.quantity_index(k).is_none()) {
             return Err(DecodeError::UnknownValue { kind, name: name.clone(), expected: expected() });
         }
-        let mut values = Vec::with_capacity(quantities.len());
+        let mut values = Values::new();
         for q in quantities {
             let v = values_obj.get(q.name).ok_or(DecodeError::MissingValue { kind, name: q.name })?;
             let x = v
@@ -197,7 +191,7 @@ impl Observation {
             }
         }
         Ok(Observation {
-            sensor_id: id.to_owned(),
+            sensor_id: id.into(),
             kind,
             seq,
             observed_at,
@@ -218,7 +212,7 @@ mod fast {
     use serde::de::{Deserializer, MapAccess, Visitor};
     use serde::Deserialize;
 
-    use super::{parse_timestamp, Observation, SensorKind};
+    use super::{parse_timestamp, Observation, SensorKind, Values};
     use crate::spec::GeoPoint;
 
     #[derive(Deserialize)]
@@ -293,7 +287,10 @@ mod fast {
         if !(-90.0..=90.0).contains(&w.location.lat) || !(-180.0..=180.0).contains(&w.location.lon) {
             return None;
         }
-        let values: Vec<f64> = in_order(kind, &w.values.0)?.into_iter().copied().collect();
+        let mut values = Values::new();
+        for v in in_order(kind, &w.values.0)? {
+            values.push(*v);
+        }
         if values.iter().any(|v| !v.is_finite()) {
             return None;
         }
@@ -305,12 +302,12 @@ mod fast {
         }
         let observed_at = parse_timestamp(&w.observed_at).ok()?;
         Some(Observation {
-            sensor_id: w.id.into_owned(),
+            sensor_id: w.id.as_ref().into(),
             kind,
             seq: w.seq,
             observed_at,
             location: GeoPoint { lat: w.location.lat, lon: w.location.lon },
-            district: w.district.into_owned(),
+            district: w.district.as_ref().into(),
             values,
         })
     }
@@ -372,6 +369,33 @@ fn push_display(out: &mut Vec<u8>, v: impl Display) {
 
 /// Shortest decimal that parses back to the same `f64` ([`crate::fastfmt::push_f64`]), `null`
 /// if not finite.
+/// `},"units":{...}}`: the end of every payload of `kind`, the same for all of them, written
+/// once.
+fn units_tail(kind: SensorKind) -> &'static [u8] {
+    static TAILS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let tails = TAILS.get_or_init(|| {
+        SensorKind::ALL
+            .iter()
+            .map(|k| {
+                let mut out = b"},\"units\":{".to_vec();
+                for (i, q) in k.quantities().iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.push(b'"');
+                    out.extend_from_slice(q.name.as_bytes());
+                    out.extend_from_slice(b"\":");
+                    push_json_str(&mut out, q.unit);
+                }
+                out.extend_from_slice(b"}}");
+                out
+            })
+            .collect()
+    });
+    // ALL lists every kind in declaration order.
+    tails.get(kind as usize).map_or(&b"}}"[..], Vec::as_slice)
+}
+
 fn push_number(out: &mut Vec<u8>, v: f64) {
     if v.is_finite() {
         let start = out.len();

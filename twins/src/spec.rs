@@ -2,6 +2,7 @@
 
 use crate::kind::SensorKind;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// A WGS84 position in decimal degrees.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -14,9 +15,9 @@ pub struct GeoPoint {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorSpec {
     /// Unique id, also the last MQTT topic level (e.g. `"aq-fdf-01"`).
-    pub id: String,
+    pub id: Arc<str>,
     pub kind: SensorKind,
     /// Commune name as written in the configuration (e.g. `"Fort-de-France"`).
-    pub district: String,
+    pub district: Arc<str>,
     pub location: GeoPoint,
 }

@@ -9,6 +9,7 @@ use crate::models::{
 use crate::observation::Observation;
 use crate::rng::{fnv1a64, mix, Rng};
 use crate::spec::SensorSpec;
+use crate::values::Values;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ impl ModelState {
         }
     }
 
-    fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         match self {
             ModelState::Traffic(s) => s.step(ctx, rng),
             ModelState::AirQuality(s) => s.step(ctx, rng),
@@ -81,18 +82,11 @@ impl Twin {
             (d.num_seconds() as f64 + f64::from(d.subsec_nanos()) * 1e-9).max(0.0)
         });
         let ctx = StepCtx { at, local: LocalTime::of(at), dt };
-        let raw = self.state.step(&ctx, &mut self.rng);
-        let values = self
-            .spec
-            .kind
-            .quantities()
-            .iter()
-            .zip(raw)
-            .map(|(q, v)| {
-                let v = if v.is_finite() { v.clamp(q.min, q.max) } else { q.min };
-                ((v * 1000.0).round() / 1000.0).clamp(q.min, q.max)
-            })
-            .collect();
+        let mut values = self.state.step(&ctx, &mut self.rng);
+        for (q, v) in self.spec.kind.quantities().iter().zip(values.iter_mut()) {
+            let x = if v.is_finite() { v.clamp(q.min, q.max) } else { q.min };
+            *v = ((x * 1000.0).round() / 1000.0).clamp(q.min, q.max);
+        }
         self.seq += 1;
         self.last_observed_at = Some(at);
         Observation {

@@ -25,13 +25,13 @@ prop_compose! {
     ) -> Observation {
         let n = kind.quantities().len();
         Observation {
-            sensor_id: id,
+            sensor_id: id.into(),
             kind,
             seq,
             observed_at: Utc.timestamp_opt(secs, millis * 1_000_000).single().expect("in range"),
             location: GeoPoint { lat, lon },
-            district,
-            values: raw.into_iter().take(n).collect(),
+            district: district.into(),
+            values: twins::Values::try_from_slice(&raw[..n]).expect("no kind has more than 7 quantities"),
         }
     }
 }

@@ -24,9 +24,9 @@ fn samples() -> Vec<Observation> {
         for district in ["Fort-de-France", "Le Robert"] {
             let d = geo::district(district).expect("district");
             let spec = SensorSpec {
-                id: format!("{}-{}-\"q\"-{i}", kind.as_str(), d.code),
+                id: format!("{}-{}-\"q\"-{i}", kind.as_str(), d.code).into(),
                 kind,
-                district: d.name.clone(),
+                district: d.name.clone().into(),
                 location: d.place(i as u64, 9),
             };
             let mut twin = Twin::new(spec, 1);
@@ -74,13 +74,13 @@ fn every_encoding_round_trips_and_validates() {
 #[test]
 fn the_encoding_matches_the_documented_example() {
     let o = Observation {
-        sensor_id: "aq-fdf-01".to_owned(),
+        sensor_id: "aq-fdf-01".to_owned().into(),
         kind: SensorKind::AirQuality,
         seq: 42,
         observed_at: start(),
         location: GeoPoint { lat: 14.604, lon: -61.067 },
-        district: "Fort-de-France".to_owned(),
-        values: vec![31.2, 12.0, 18.5, 0.0],
+        district: "Fort-de-France".to_owned().into(),
+        values: twins::Values::from([31.2, 12.0, 18.5, 0.0]),
     };
     assert_eq!(o.mqtt_topic(), "city/sensors/air-quality/aq-fdf-01");
     assert_eq!(

@@ -15,7 +15,7 @@ fn local(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
 
 fn spec(kind: SensorKind, district: &str, id: &str) -> SensorSpec {
     let d = geo::district(district).expect("known district");
-    SensorSpec { id: id.to_owned(), kind, district: district.to_owned(), location: d.place(0, 1) }
+    SensorSpec { id: id.to_owned().into(), kind, district: district.to_owned().into(), location: d.place(0, 1) }
 }
 
 fn fleet() -> Vec<SensorSpec> {
@@ -80,7 +80,7 @@ fn same_seed_and_times_give_identical_observations() {
 #[test]
 fn sensors_of_one_seed_have_independent_streams() {
     let a = spec(SensorKind::Weather, "Le Lamentin", "w-1");
-    let b = SensorSpec { id: "w-2".to_owned(), ..a.clone() };
+    let b = SensorSpec { id: "w-2".to_owned().into(), ..a.clone() };
     let (mut ta, mut tb) = (Twin::new(a, 5), Twin::new(b, 5));
     let at = utc(2026, 3, 1, 12, 0);
     let _ = (ta.step(at), tb.step(at));

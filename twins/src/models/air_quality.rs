@@ -9,6 +9,7 @@
 use super::{atlantic_exposure, id_unit, in_agglomeration, ou, traffic_vs_mean, StepCtx};
 use crate::clock::LocalTime;
 use crate::rng::{fnv1a64, mix, Rng};
+use crate::values::Values;
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -116,7 +117,7 @@ impl AirQualityState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         self.pm10_slow_noise = ou(self.pm10_slow_noise, 0.0, 6.0 * 3600.0, 0.25, ctx.dt, rng);
         self.pm10_fast_noise = ou(self.pm10_fast_noise, 0.0, 1200.0, 0.10, ctx.dt, rng);
         self.no2_noise = ou(self.no2_noise, 0.0, 2.0 * 3600.0, 0.30, ctx.dt, rng);
@@ -149,7 +150,7 @@ impl AirQualityState {
         } else {
             0.0
         };
-        vec![self.pm10, self.pm2_5, self.no2, self.h2s]
+        Values::from([self.pm10, self.pm2_5, self.no2, self.h2s])
     }
 }
 

@@ -7,6 +7,7 @@
 use super::{id_unit, in_agglomeration, ou, StepCtx};
 use crate::clock::LocalTime;
 use crate::rng::Rng;
+use crate::values::Values;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -88,7 +89,7 @@ impl LightState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         self.driver_noise = ou(self.driver_noise, 0.0, 600.0, 0.01, ctx.dt, rng);
         if let Some(dt) = ctx.dt {
             self.burning_hours += on_hours_between(ctx.at, dt);
@@ -104,7 +105,7 @@ impl LightState {
             (true, false) => 100.0,
         };
         self.power = if on { self.rated_power * self.dimming / 100.0 * (1.0 + self.driver_noise) } else { 0.0 };
-        vec![if on { 1.0 } else { 0.0 }, self.power, self.dimming, self.burning_hours]
+        Values::from([if on { 1.0 } else { 0.0 }, self.power, self.dimming, self.burning_hours])
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::{event_probability, id_unit, in_agglomeration, ou, traffic_relative, StepCtx};
 use crate::rng::Rng;
+use crate::values::Values;
 use serde::{Deserialize, Serialize};
 
 /// Daytime LAeq of a busy urban arterial (65-75 dB(A)) and a quiet residential street
@@ -51,7 +52,7 @@ impl NoiseState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         let dt = ctx.dt_s();
         self.level_noise = ou(self.level_noise, 0.0, 600.0, 1.5, ctx.dt, rng);
         let traffic = traffic_relative(&ctx.local);
@@ -73,6 +74,6 @@ impl NoiseState {
         };
         self.laeq = laeq;
         self.lamax = lamax.max(laeq);
-        vec![self.laeq, self.lamax]
+        Values::from([self.laeq, self.lamax])
     }
 }

@@ -8,6 +8,7 @@
 use super::{commune_code, id_unit, ou, StepCtx};
 use crate::clock::hourly;
 use crate::rng::Rng;
+use crate::values::Values;
 use chrono::Weekday;
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +73,7 @@ impl ParkingState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         let downtown = self.profile == "downtown";
         let table = match (downtown, ctx.local.weekday) {
             (true, Weekday::Sat) => &DOWNTOWN_SATURDAY,
@@ -92,6 +93,6 @@ impl ParkingState {
         let occupied = (self.occupancy_fraction * capacity).round().clamp(0.0, capacity);
         self.occupied_spots = occupied as u32;
         let pct = if capacity > 0.0 { occupied / capacity * 100.0 } else { 0.0 };
-        vec![occupied, capacity - occupied, capacity, pct]
+        Values::from([occupied, capacity - occupied, capacity, pct])
     }
 }

@@ -8,6 +8,7 @@
 
 use super::{event_probability, id_unit, ou, traffic_demand, weekday_peak_share, StepCtx};
 use crate::rng::Rng;
+use crate::values::Values;
 use serde::{Deserialize, Serialize};
 
 /// `traffic.aadt.A1_Dillon_to_airport` (vehicles/day, both directions).
@@ -111,7 +112,7 @@ impl TrafficState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         let dt = ctx.dt_s();
         self.demand_noise = ou(self.demand_noise, 0.0, DEMAND_TAU_S, DEMAND_SIGMA, ctx.dt, rng);
         self.speed_noise = ou(self.speed_noise, 0.0, SPEED_TAU_S, SPEED_SIGMA, ctx.dt, rng);
@@ -147,6 +148,6 @@ impl TrafficState {
         self.average_speed = speed;
         self.occupancy = occupancy;
         self.congestion_ratio = ratio;
-        vec![flow, speed, occupancy, ratio]
+        Values::from([flow, speed, occupancy, ratio])
     }
 }

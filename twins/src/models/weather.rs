@@ -9,6 +9,7 @@
 
 use super::{event_probability, ou, StepCtx};
 use crate::rng::Rng;
+use crate::values::Values;
 use serde::{Deserialize, Serialize};
 use std::f64::consts::{PI, TAU};
 
@@ -104,7 +105,7 @@ impl WeatherState {
         }
     }
 
-    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Vec<f64> {
+    pub(crate) fn step(&mut self, ctx: &StepCtx, rng: &mut Rng) -> Values {
         let local = &ctx.local;
         let dt = ctx.dt_s();
         self.temperature_anomaly_slow = ou(self.temperature_anomaly_slow, 0.0, 3.0 * 86_400.0, 0.7, ctx.dt, rng);
@@ -146,7 +147,7 @@ impl WeatherState {
         self.pressure =
             MEAN_PRESSURE_HPA + PRESSURE_TIDE_HPA * (TAU * (local.hour - 10.0) / 12.0).cos() + self.pressure_anomaly;
 
-        vec![
+        Values::from([
             self.temperature,
             self.relative_humidity,
             self.wind_speed,
@@ -154,7 +155,7 @@ impl WeatherState {
             self.pressure,
             self.rain_rate,
             self.rainfall_today,
-        ]
+        ])
     }
 
     /// Advances showers over the step and returns the rain fallen (mm).
