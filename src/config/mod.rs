@@ -1589,6 +1589,12 @@ colour = "red"
         ];
         assert_problems(&err, &expect);
 
+        let err = Config::parse("[runtime]\nseed = 1\nsink_threads = 0\n", "t.toml", &[]).expect_err("must fail");
+        assert_problems(&err, &[("runtime.sink_threads", "line 3", "from 1 to 64")]);
+        let two = Config::parse("[runtime]\nsink_threads = 2\n", "t.toml", &[]).expect("valid");
+        assert_eq!(two.runtime.sink_threads, 2);
+        assert_eq!(Config::parse("", "t.toml", &[]).expect("valid").runtime.sink_threads, 1, "the default");
+
         let err = Config::parse("[redpanda_consumer]\ngroup = \"g\"\n", "t", &[]).expect_err("must fail");
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(paths, vec!["redpanda_consumer.url", "redpanda_consumer.sink"], "{err}");
