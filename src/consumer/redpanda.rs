@@ -476,6 +476,28 @@ fn add_pending(h: &ConsumerHandle, c: PendingCommit) {
 }
 
 /// The worker of a consumer actor (see the module documentation).
+/// The sensor ids and districts of decoded observations, one allocation each: an
+/// observation then shares them instead of bringing its own, which the sink thread would
+/// free (a free from another thread takes the allocating thread's arena lock with glibc).
+/// Bounded: past [`Names::MAX`] names (records of that many sensors) it starts again.
+#[derive(Default)]
+struct Names(rustc_hash::FxHashSet<Arc<str>>);
+
+impl Names {
+    const MAX: usize = 1 << 18;
+
+    fn share(&mut self, name: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.0.get(&**name) {
+            return known.clone();
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(name.clone());
+        name.clone()
+    }
+}
+
 pub async fn run(h: Arc<ConsumerHandle>) {
     let cfg = h.config.clone();
     let client = match ProxyClient::new(&cfg) {
@@ -491,6 +513,7 @@ pub async fn run(h: Arc<ConsumerHandle>) {
     let mut pipe = Pipeline::new(cfg.max_in_flight.min((h.sink.capacity() / 2).max(1)));
     // The last fetch found nothing: wait for the oldest batch in flight before the next.
     let mut drain_next = false;
+    let mut names = Names::default();
     loop {
         if instance.is_none() {
             // What is in flight is stored first, and committed through the next instance
@@ -619,7 +642,11 @@ pub async fn run(h: Arc<ConsumerHandle>) {
         let count = records.len() as u64;
         for r in records {
             match r.decoded {
-                Ok(o) => obs.push(o),
+                Ok(mut o) => {
+                    o.sensor_id = names.share(&o.sensor_id);
+                    o.district = names.share(&o.district);
+                    obs.push(o);
+                }
                 Err(e) => {
                     h.bad.fetch_add(1, Ordering::Relaxed);
                     let at = r.position.as_ref().map(|(t, p, o)| format!("{t}/{p}@{o}")).unwrap_or_else(|| "?".into());
@@ -647,6 +674,19 @@ mod tests {
 
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+    }
+
+    #[test]
+    fn names_are_shared_and_bounded() {
+        let mut names = Names::default();
+        let a: Arc<str> = "aq-fdf-01".into();
+        let first = names.share(&a);
+        let again = names.share(&Arc::from("aq-fdf-01"));
+        assert!(Arc::ptr_eq(&first, &again), "the second record shares the first one's name");
+        for i in 0..Names::MAX + 1 {
+            names.share(&Arc::from(format!("s-{i}")));
+        }
+        assert!(names.0.len() <= Names::MAX);
     }
 
     #[test]

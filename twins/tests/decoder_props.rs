@@ -161,3 +161,52 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The exact-layout path reads what twinrt writes, as the checked path does, with or
+    /// without units; and on any one byte changed, removed or inserted, it either gives the
+    /// checked path's result or gives up (then the next paths decide).
+    #[test]
+    fn the_exact_layout_path_agrees_with_the_checked_path(
+        obs in observation(),
+        drop_units in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        edit in 0..3u8,
+        byte in prop::sample::select(vec![b'"', b'\\', b'0', b'1', b'9', b'-', b'+', b'.', b'e', b'E', b' ', b'}', b'{', b',', b':', b'x', 0x1f, 0xc3, 0xff]),
+    ) {
+        let mut bytes = obs.to_mqtt_json();
+        if drop_units {
+            let cut = bytes.windows(10).position(|w| w == b",\"units\":{").ok_or_else(|| TestCaseError::fail("no units"))?;
+            bytes.truncate(cut);
+            bytes.extend_from_slice(b"}");
+        }
+        let checked = Observation::from_mqtt_json_checked(&bytes).ok();
+        match Observation::from_mqtt_json_exact(&bytes) {
+            Some(exact) => prop_assert_eq!(Some(exact), checked.clone(), "canonical: {}", String::from_utf8_lossy(&bytes)),
+            // It reads strings without escapes only.
+            None => {
+                let escaped = |s: &str| s.chars().any(|c| c < ' ' || c == '"' || c == '\\');
+                prop_assert!(escaped(&obs.sensor_id) || escaped(&obs.district) || checked.is_none(), "gave up on {}", String::from_utf8_lossy(&bytes));
+            }
+        }
+        if !obs.values.iter().all(|v| v.is_finite()) {
+            return Ok(());
+        }
+        prop_assert_eq!(checked.as_ref(), Some(&obs));
+
+        let i = at.index(bytes.len());
+        match edit {
+            0 => bytes[i] = byte,
+            1 => {
+                bytes.remove(i);
+            }
+            _ => bytes.insert(i, byte),
+        }
+        if let Some(exact) = Observation::from_mqtt_json_exact(&bytes) {
+            prop_assert_eq!(Some(exact), Observation::from_mqtt_json_checked(&bytes).ok(), "edited: {}", String::from_utf8_lossy(&bytes));
+        }
+        prop_assert_eq!(Observation::from_mqtt_json(&bytes).ok(), Observation::from_mqtt_json_checked(&bytes).ok());
+    }
+}
