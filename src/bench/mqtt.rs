@@ -37,6 +37,9 @@ pub struct MqttArgs {
     /// In-flight window at QoS 1, the same for the sink and rumqttc (default 100).
     #[arg(long)]
     pub inflight: Option<u16>,
+    /// The runtime's `runtime.sink_threads` (default: the configuration's default, 1).
+    #[arg(long)]
+    pub sink_threads: Option<usize>,
 }
 
 const MIN_RATIO: f64 = 0.9;
@@ -291,6 +294,7 @@ async fn run_twins(
     inflight: u16,
     warm: u64,
     n: u64,
+    sink_threads: Option<usize>,
 ) -> Result<(Run, u64), String> {
     let interval_us = ((twins as f64 / offered) * 1e6).max(1000.0) as u64;
     let sink = format!(
@@ -298,7 +302,10 @@ async fn run_twins(
         b.port
     );
     let kinds = parse_kinds(kind)?;
-    let text = super::fleet_config(twins, 1, &kinds, Duration::from_micros(interval_us), &sink);
+    let mut text = super::fleet_config(twins, 1, &kinds, Duration::from_micros(interval_us), &sink);
+    if let Some(t) = sink_threads {
+        text = text.replacen("[runtime]\n", &format!("[runtime]\nsink_threads = {t}\n"), 1);
+    }
     let config = Config::parse(&text, "bench mqtt", &[]).map_err(|e| e.to_string())?;
     let base = c.get();
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
@@ -340,6 +347,9 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     report.param("kind", kind.clone());
     report.param("message_bytes", size);
     report.param("inflight", inflight);
+    if let Some(t) = a.sink_threads {
+        report.param("sink_threads", t);
+    }
     let broker = Broker::start()?;
     for qos in [0u8, 1] {
         let counter = Counter::start(broker.port, qos_of(qos)).await?;
@@ -352,7 +362,8 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
         if best == 0.0 {
             return Err(format!("QoS {qos}: no bare client delivered all its messages"));
         }
-        let (tw, dropped) = run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n).await?;
+        let (tw, dropped) =
+            run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n, a.sink_threads).await?;
         let ratio = tw.rate / best;
         for (name, r) in [("mosquitto_pub", &mp), ("rumqttc", &rq), ("twins", &tw)] {
             report.figure(
