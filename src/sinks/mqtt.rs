@@ -257,22 +257,37 @@ impl Drop for MqttSinkState {
 
 impl MqttSinkState {
     /// Hand queued observations to the client while connected and while it takes them.
+    ///
+    /// Offers wake the actor while it is idle; while it keeps publishing it pumps again by
+    /// itself ([`SinkHandle::pumped`]): every exit either clears the pending wake-up
+    /// (`woken`, then offers wake it) or leaves a pump on its way.
     fn pump(&mut self, myself: &ActorRef<SinkMsg>) {
-        self.handle.woken();
-        if !self.connected || self.blocked.load(std::sync::atomic::Ordering::Acquire) {
-            return;
+        let sent = self.pump_batch(myself);
+        match sent {
+            // Stopped for another reason (disconnected, blocked, held, failed): offers, or
+            // the event that ends the reason, wake it.
+            None => self.handle.woken(),
+            Some(n) => self.handle.pumped(myself, n, n >= PUMP_BATCH),
         }
-        let Some(conn) = lock(&self.current).clone() else { return };
+    }
+
+    /// Publish up to [`PUMP_BATCH`]: how many were handed over when the queue ran dry or
+    /// the batch was done, `None` when something else stopped it.
+    fn pump_batch(&mut self, myself: &ActorRef<SinkMsg>) -> Option<usize> {
+        if !self.connected || self.blocked.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let Some(conn) = lock(&self.current).clone() else { return None };
         if let Some(t) = self.hold_until {
             if tokio::time::Instant::now() < t {
-                return; // a pump is scheduled for then
+                return None; // a pump is scheduled for then
             }
             self.hold_until = None;
         }
         let q = qos(self.config.qos);
-        for _ in 0..PUMP_BATCH {
+        for sent in 0..PUMP_BATCH {
             if self.handle.queue_len() == 0 {
-                return;
+                return Some(sent);
             }
             if !std::mem::take(&mut self.release_one) {
                 if let Some(v) = self.handle.faults.check() {
@@ -283,16 +298,16 @@ impl MqttSinkState {
                         let wait = self.fault_backoff;
                         self.fault_backoff = (self.fault_backoff * 2).min(self.config.reconnect_max);
                         self.hold(myself, jitter(wait));
-                        return;
+                        return None;
                     }
                     if !v.delay.is_zero() {
                         self.release_one = true;
                         self.hold(myself, v.delay);
-                        return;
+                        return None;
                     }
                 }
             }
-            let Some(env) = self.handle.pop() else { return };
+            let Some(env) = self.handle.pop() else { return Some(sent) };
             let topic = format!("{}/{}/{}", self.config.topic_prefix, env.obs.kind.as_str(), env.obs.sensor_id);
             let mut payload = Vec::with_capacity(384);
             env.obs.write_mqtt_json(&mut payload);
@@ -321,7 +336,7 @@ impl MqttSinkState {
                             handle.mailbox.unenqueue();
                         }
                     });
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     // Full (try again shortly) or closed (the I/O task reports the loss).
@@ -332,12 +347,12 @@ impl MqttSinkState {
                     self.handle.set_in_flight(ledger.len());
                     drop(ledger);
                     self.schedule_retry(myself);
-                    return;
+                    return None;
                 }
             }
         }
         // More may be waiting: continue at once, after the mailbox had its turn.
-        self.handle.wake();
+        Some(PUMP_BATCH)
     }
 
     /// Publish nothing for `d`, then pump again.
