@@ -139,6 +139,16 @@ pub fn push_rfc3339(out: &mut impl Out, at: DateTime<Utc>) {
 mod tests {
     use super::*;
 
+    /// A reproducible stream of 64-bit values (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn f(v: f64) -> String {
         let mut out = Vec::new();
         push_f64(&mut out, v);
@@ -147,13 +157,7 @@ mod tests {
 
     #[test]
     fn floats_are_written_as_display_writes_them() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15u64);
         let mut cases = vec![
             0.0,
             -0.0,
@@ -202,13 +206,7 @@ mod tests {
 
     #[test]
     fn whole_thousandths_are_written_as_display_writes_them() {
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1du64);
         let mut cases: Vec<f64> = vec![0.001, -0.001, 0.01, 0.1, 1.5, 1013.25, 999_999_999.999, -999_999_999.999, 1e9];
         for _ in 0..300_000 {
             let bits = next();
