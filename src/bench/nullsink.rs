@@ -7,6 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::hist::Hist;
+use crate::runtime::SinkScheduler;
 use crate::sinks::queue::DeliveryClock;
 use crate::sinks::{SinkHandle, SinkMsg};
 
@@ -103,12 +104,37 @@ impl Actor for NullSink {
             SinkMsg::Fail(reason) => return Err(format!("fault injected into the null sink: {reason}").into()),
             SinkMsg::Stall(d) => tokio::time::sleep(d).await,
         }
-        let _ = myself;
         Ok(())
     }
 
     async fn post_stop(&self, myself: ActorRef<SinkMsg>, s: &mut NullSinkState) -> Result<(), ActorProcessingErr> {
         s.args.handle.detach(myself.get_id());
         Ok(())
+    }
+}
+
+/// A null sink started where the runtime starts its sinks: on a [`SinkScheduler`] of its
+/// own (see there why).
+pub struct RunningNullSink {
+    actor: ActorRef<SinkMsg>,
+    done: ractor::concurrency::JoinHandle<()>,
+    _scheduler: SinkScheduler,
+}
+
+impl RunningNullSink {
+    pub async fn start(args: NullSinkArgs) -> Result<RunningNullSink, String> {
+        let scheduler = SinkScheduler::new(1).map_err(|e| format!("null sink: its thread: {e}"))?;
+        let rt = scheduler.handle().ok_or("null sink: no scheduler")?;
+        let (actor, done) = rt
+            .spawn(async move { Actor::spawn(None, NullSink, args).await })
+            .await
+            .map_err(|e| format!("null sink: {e}"))?
+            .map_err(|e| format!("null sink: {e}"))?;
+        Ok(RunningNullSink { actor, done, _scheduler: scheduler })
+    }
+
+    pub async fn stop(self) {
+        self.actor.stop(None);
+        let _ = self.done.await;
     }
 }

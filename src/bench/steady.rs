@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ractor::Actor;
 
 use super::hist::Hist;
-use super::nullsink::{NullSink, NullSinkArgs};
+use super::nullsink::{NullSinkArgs, RunningNullSink};
 use super::throughput::total_generated;
 use super::{fleet_config, parse_duration, parse_kinds, round3, rss_kib, wait_for, Check, Report, Twins};
 use crate::config::Config;
@@ -58,18 +57,13 @@ pub async fn run(a: SteadyArgs, quick: bool) -> Result<Report, String> {
     let metrics = Metrics::new();
     let handle = SinkHandle::new("null", "null", "null".into(), 100_000, &metrics);
     let latency = Arc::new(Hist::default());
-    let (sink, sink_done) = Actor::spawn(
-        None,
-        NullSink,
-        NullSinkArgs {
-            handle: handle.clone(),
-            latency: latency.clone(),
-            bytes: Arc::new(AtomicU64::new(0)),
-            busy_ns: Default::default(),
-        },
-    )
-    .await
-    .map_err(|e| format!("null sink: {e}"))?;
+    let sink = RunningNullSink::start(NullSinkArgs {
+        handle: handle.clone(),
+        latency: latency.clone(),
+        bytes: Arc::new(AtomicU64::new(0)),
+        busy_ns: Default::default(),
+    })
+    .await?;
     let running = Twins::start(&config, SinkSet::new(vec![handle.clone()]), metrics.clone()).await?;
     let gauge = metrics.twins_running.clone();
     wait_for("every twin to run", Duration::from_secs(300), || gauge.get() >= twins as i64).await?;
@@ -96,8 +90,7 @@ pub async fn run(a: SteadyArgs, quick: bool) -> Result<Report, String> {
     let late1 = bucket_counts(&lateness);
     let late_n = lateness.get_sample_count() - late_n0;
     running.stop().await;
-    sink.stop(None);
-    let _ = sink_done.await;
+    sink.stop().await;
 
     let configured = twins as f64 / interval.as_secs_f64();
     let achieved = (g1 - g0) as f64 / secs;

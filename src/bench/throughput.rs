@@ -9,10 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ractor::Actor;
 
 use super::hist::Hist;
-use super::nullsink::{NullSink, NullSinkArgs};
+use super::nullsink::{NullSinkArgs, RunningNullSink};
 use super::{fleet_config, parse_duration, parse_kinds, round3, wait_for, Check, Report, Twins};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -77,23 +76,13 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     let latency = Arc::new(Hist::default());
     let bytes = Arc::new(AtomicU64::new(0));
     let busy_ns = Arc::new(AtomicU64::new(0));
-    let sink_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("twinrt-sinks")
-        .enable_all()
-        .build()
-        .map_err(|e| format!("sink runtime: {e}"))?;
     let args = NullSinkArgs {
         handle: handle.clone(),
         latency: latency.clone(),
         bytes: bytes.clone(),
         busy_ns: busy_ns.clone(),
     };
-    let (sink, sink_done) = sink_rt
-        .spawn(async move { Actor::spawn(None, NullSink, args).await })
-        .await
-        .map_err(|e| format!("null sink: {e}"))?
-        .map_err(|e| format!("null sink: {e}"))?;
+    let sink = RunningNullSink::start(args).await?;
     let t = Instant::now();
     let running = Twins::start(&config, SinkSet::new(vec![handle.clone()]), metrics.clone()).await?;
     let gauge = metrics.twins_running.clone();
@@ -115,9 +104,7 @@ pub async fn run(a: ThroughputArgs, quick: bool) -> Result<Report, String> {
     let busy = (busy_ns.load(Ordering::Relaxed) - busy0) as f64 / 1e9;
     let cpu = super::cpu_seconds() - cpu0;
     running.stop().await;
-    sink.stop(None);
-    let _ = sink_done.await;
-    sink_rt.shutdown_background();
+    sink.stop().await;
 
     let rate = (s1 - s0) as f64 / secs;
     report.figure("ready_s", round3(ready_s));

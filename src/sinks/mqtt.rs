@@ -277,7 +277,7 @@ impl MqttSinkState {
         if !self.connected || self.blocked.load(std::sync::atomic::Ordering::Acquire) {
             return None;
         }
-        let Some(conn) = lock(&self.current).clone() else { return None };
+        let conn = lock(&self.current).clone()?;
         if let Some(t) = self.hold_until {
             if tokio::time::Instant::now() < t {
                 return None; // a pump is scheduled for then
