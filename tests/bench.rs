@@ -90,6 +90,19 @@ fn bench_quick_runs_every_scenario_and_prints_their_figures() {
     assert_eq!(c["figures"]["committed"], c["params"]["records"], "every record committed: {c}");
     assert_eq!(c["figures"]["victoria_rows_consumer"], c["figures"]["victoria_rows_direct"], "{c}");
     assert!(c["errors"].as_array().is_some_and(Vec::is_empty), "{c}");
+    // Both placements ran where there are CPUs to split; the checked one is `split`.
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) >= 2 {
+        assert_eq!(c["figures"]["checked_placement"], "split", "{c}");
+        for p in ["split", "shared"] {
+            let f = &c["figures"][p];
+            assert_eq!(f["committed"], c["params"]["records"], "{p}: {c}");
+            assert_eq!(f["victoria_rows_consumer"], f["victoria_rows_direct"], "{p}: {c}");
+            for k in ["victoria_cpu_us_per_point_direct", "twinrt_cpu_us_per_record_with_proxy"] {
+                assert!(f[k].as_f64().is_some_and(|v| v > 0.0), "{p}.{k}: {c}");
+            }
+        }
+        assert_eq!(c["figures"]["split"]["victoria_cpus"], "0", "{c}");
+    }
 
     // The human summary names every scenario and compares figures to their targets.
     for n in ["density", "throughput", "mqtt", "steady", "consumer"] {

@@ -10,6 +10,18 @@
 //! checks every rule of the API document and logs every request: right for tests, but its
 //! cost would be measured too.) VictoriaMetrics is Debian's `victoria-metrics`, started on
 //! a free port with a fresh data directory for each run.
+//!
+//! Placement (`--placement`): where the processes may run, the same for the direct posts
+//! and the consumer run.
+//! - `split` (checked): VictoriaMetrics on the first half of the CPUs, this process (the
+//!   consumer, and the bench's proxy and direct poster) on the other half, pinned with
+//!   `taskset`. VictoriaMetrics' ingest limit is then its own, the same in both runs, and
+//!   the ratio says whether the consumer keeps up with it, as when the database runs on a
+//!   host of its own.
+//! - `shared`: every process on every CPU. On a small machine the ratio then mostly says
+//!   how CPU is shared: the direct poster costs next to nothing, so VictoriaMetrics has
+//!   all the cores, while in the consumer run it shares them with the consumer. The CPU
+//!   each side spends per record is reported for both runs, to show the split.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,6 +51,77 @@ pub struct ConsumerArgs {
     /// InfluxDB sink batch size, also the direct posts' (default 5,000, the sink's default).
     #[arg(long)]
     pub batch: Option<usize>,
+    /// `split` (VictoriaMetrics and this process on CPUs of their own; checked), `shared`
+    /// (all on every CPU) or `both` (default; the check is on `split`).
+    #[arg(long)]
+    pub placement: Option<String>,
+}
+
+/// Where VictoriaMetrics and this process run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    Split,
+    Shared,
+}
+
+impl Placement {
+    fn name(self) -> &'static str {
+        match self {
+            Placement::Split => "split",
+            Placement::Shared => "shared",
+        }
+    }
+
+    /// (VictoriaMetrics' CPUs, this process's CPUs), as `taskset` lists; `None`: all.
+    fn cpus(self, n: usize) -> Option<(String, String)> {
+        match self {
+            Placement::Shared => None,
+            Placement::Split => {
+                let half = n / 2;
+                let list = |a: usize, b: usize| if a == b { a.to_string() } else { format!("{a}-{b}") };
+                Some((list(0, half - 1), list(half, n - 1)))
+            }
+        }
+    }
+}
+
+fn placements(arg: Option<&str>, cpus: usize) -> Result<Vec<Placement>, String> {
+    if arg.is_none() && cpus < 2 {
+        return Ok(vec![Placement::Shared]); // nothing to split
+    }
+    let list = match arg.unwrap_or("both") {
+        "split" => vec![Placement::Split],
+        "shared" => vec![Placement::Shared],
+        "both" => vec![Placement::Split, Placement::Shared],
+        other => return Err(format!("--placement: '{other}' is not one of split, shared, both")),
+    };
+    if cpus < 2 && list.contains(&Placement::Split) {
+        return Err(format!("--placement split needs at least 2 CPUs; this machine has {cpus}"));
+    }
+    Ok(list)
+}
+
+const TASKSET_MISSING: &str = "taskset not found: install it with 'apt-get install -y util-linux'";
+
+/// Pin every thread of this process to `cpus` (a `taskset` list); threads started later
+/// inherit it from the thread that starts them.
+fn pin_self(cpus: &str) -> Result<(), String> {
+    let out = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| format!("{TASKSET_MISSING} ({e})"))?;
+    if !out.status.success() {
+        return Err(format!("taskset -a -p -c {cpus}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
+}
+
+/// CPU time `pid` has used so far, in seconds (`utime` + `stime` of its `/proc/<pid>/stat`).
+fn cpu_seconds_of(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    super::cpu_seconds_in_stat(&s)
 }
 
 const MIN_RATIO: f64 = 0.8;
@@ -54,7 +137,8 @@ struct Victoria {
 }
 
 impl Victoria {
-    async fn start(tag: &str) -> Result<Victoria, String> {
+    /// Start it, on `cpus` (a `taskset` list) if given.
+    async fn start(tag: &str, cpus: Option<&str>) -> Result<Victoria, String> {
         let bin = ["/usr/bin/victoria-metrics", "/usr/local/bin/victoria-metrics"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
@@ -62,14 +146,26 @@ impl Victoria {
         let port = free_port()?;
         let dir = std::env::temp_dir().join(format!("twinrt-bench-vm-{}-{tag}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let child = Command::new(bin)
+        // `taskset` execs VictoriaMetrics: the child's pid is VictoriaMetrics' own.
+        let mut cmd = match cpus {
+            Some(c) => {
+                let mut t = Command::new("taskset");
+                t.args(["-c", c, bin]);
+                t
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg(format!("-storageDataPath={}", dir.join("data").display()))
             .arg("-retentionPeriod=100y")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {bin}: {e}"))?;
+            .map_err(|e| match cpus {
+                Some(_) => format!("cannot start {bin} under taskset ({TASKSET_MISSING}): {e}"),
+                None => format!("cannot start {bin}: {e}"),
+            })?;
         let v = Victoria { port, dir, child };
         let health = format!("{}/health", v.url());
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -86,6 +182,10 @@ impl Victoria {
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds_of(self.child.id())
     }
 
     /// [`influx_rows`](Self::influx_rows) once it stopped changing (its counters lag).
@@ -131,7 +231,7 @@ impl Drop for Victoria {
 /// the group's committed offsets, each instance's position.
 #[derive(Default)]
 struct Proxy {
-    topics: Vec<(String, Vec<String>)>,
+    topics: Arc<Vec<(String, Vec<String>)>>,
     committed: Mutex<HashMap<String, i64>>,
     positions: Mutex<HashMap<String, HashMap<String, i64>>>,
     next_instance: Mutex<u64>,
@@ -178,7 +278,7 @@ async fn fetch(
     let mut body = String::with_capacity(max_bytes.min(4 << 20) + 1024);
     body.push('[');
     let mut first = true;
-    'topics: for (topic, records) in &p.topics {
+    'topics: for (topic, records) in p.topics.iter() {
         let at = pos.entry(topic.clone()).or_insert(0);
         while (*at as usize) < records.len() {
             let r = &records[*at as usize];
@@ -245,54 +345,27 @@ fn observations(records: u64) -> Vec<twins::Observation> {
 pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
     let records = a.records.unwrap_or(if quick { 5_000 } else { 1_000_000 }).max(1);
     let batch = a.batch.unwrap_or(5_000).max(1);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let places = placements(a.placement.as_deref(), cpus)?;
     let mut report = Report::new("consumer");
     report.param("records", records);
     report.param("batch", batch);
+    report.param("placement", a.placement.clone().unwrap_or_else(|| "both".into()));
+    report.param("cpus", cpus);
 
     let obs = observations(records);
-
-    // 1. VictoriaMetrics alone: the same batches, posted directly with the sink's client.
-    let direct = {
-        let vm = Victoria::start("direct").await?;
-        let bodies: Vec<String> = obs
-            .chunks(batch)
-            .map(|c| {
-                let mut s = String::new();
-                for o in c {
-                    o.write_line_protocol(&mut s);
-                }
-                s
-            })
-            .collect();
-        let mut best = 0.0f64;
-        let passes = [1usize, 2];
-        for concurrency in passes {
-            let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
-            let queue = Arc::new(Mutex::new(bodies.clone().into_iter()));
-            let t = Instant::now();
-            let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
-            for _ in 0..concurrency {
-                let (writer, queue) = (writer.clone(), queue.clone());
-                tasks.push(tokio::spawn(async move {
-                    loop {
-                        let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                        let Some(body) = next else { return Ok(()) };
-                        writer.write(body.into_bytes()).await.map_err(|e| format!("direct write: {e}"))?;
-                    }
-                }));
+    // What the direct posts send: the sink's line protocol, in the sink's batches.
+    let bodies: Vec<String> = obs
+        .chunks(batch)
+        .map(|c| {
+            let mut s = String::new();
+            for o in c {
+                o.write_line_protocol(&mut s);
             }
-            for t in tasks {
-                t.await.map_err(|e| e.to_string())??;
-            }
-            let rate = records as f64 / t.elapsed().as_secs_f64();
-            report.figure(&format!("direct_c{concurrency}_points_per_s"), round3(rate));
-            best = best.max(rate);
-        }
-        (best, vm.settled_rows().await? / passes.len() as u64)
-    };
-
-    // 2. The consumer path, against a fresh VictoriaMetrics.
-    let vm = Victoria::start("consumer").await?;
+            s
+        })
+        .collect();
+    // What the proxy serves: each record's answer fragment, per topic.
     let mut topics: Vec<(String, Vec<String>)> =
         twins::SensorKind::ALL.iter().map(|k| (k.as_str().to_string(), Vec::new())).collect();
     for o in &obs {
@@ -306,10 +379,130 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
         ));
     }
     drop(obs);
+    let topics = Arc::new(topics);
+
+    let all = format!("0-{}", cpus.saturating_sub(1));
+    for place in places {
+        let pinned = place.cpus(cpus);
+        if let Some((_, ours)) = &pinned {
+            pin_self(ours)?;
+        }
+        let result =
+            run_placement(place, pinned.as_ref().map(|p| p.0.as_str()), records, batch, &bodies, &topics).await;
+        if pinned.is_some() {
+            pin_self(&all)?;
+        }
+        let r = result?;
+        let ratio = r.consumer / r.direct;
+        let name = place.name();
+        report.figure(
+            name,
+            json!({
+                "victoria_cpus": pinned.as_ref().map(|p| p.0.clone()).unwrap_or_else(|| all.clone()),
+                "twinrt_cpus": pinned.as_ref().map(|p| p.1.clone()).unwrap_or_else(|| all.clone()),
+                "direct_c1_points_per_s": round3(r.direct_by_concurrency[0]),
+                "direct_c2_points_per_s": round3(r.direct_by_concurrency[1]),
+                "direct_best_points_per_s": round3(r.direct),
+                "consumer_points_per_s": round3(r.consumer),
+                "ratio_consumer_to_direct": round3(ratio),
+                "victoria_cpu_us_per_point_direct": round3(r.vm_cpu_direct * 1e6 / (2 * records) as f64),
+                "victoria_cpu_us_per_point_consumer": round3(r.vm_cpu_consumer * 1e6 / records as f64),
+                "twinrt_cpu_us_per_record_with_proxy": round3(r.our_cpu_consumer * 1e6 / records as f64),
+                "committed": r.committed,
+                "bad_records": r.bad,
+                "victoria_rows_direct": r.rows_direct,
+                "victoria_rows_consumer": r.rows_consumer,
+            }),
+        );
+        report.errors.extend(r.errors.into_iter().map(|e| format!("{name}: {e}")));
+        if r.rows_consumer != r.rows_direct {
+            report.errors.push(format!(
+                "{name}: VictoriaMetrics stored {} rows from the consumer, {} posted directly",
+                r.rows_consumer, r.rows_direct
+            ));
+        }
+        // The checked figures: the first placement run (split unless only shared was asked).
+        if report.checks.is_empty() {
+            report.figure("checked_placement", name);
+            report.figure("consumer_points_per_s", round3(r.consumer));
+            report.figure("direct_best_points_per_s", round3(r.direct));
+            report.figure("committed", r.committed);
+            report.figure("bad_records", r.bad);
+            report.figure("victoria_rows_direct", r.rows_direct);
+            report.figure("victoria_rows_consumer", r.rows_consumer);
+            report.check(Check::at_least("ratio_consumer_to_direct", round3(ratio), MIN_RATIO));
+        } else {
+            report.figure(&format!("{name}_ratio_consumer_to_direct"), round3(ratio));
+        }
+    }
+    Ok(report)
+}
+
+/// What one placement measured.
+struct PlacementRun {
+    direct_by_concurrency: [f64; 2],
+    direct: f64,
+    consumer: f64,
+    committed: u64,
+    bad: u64,
+    rows_direct: u64,
+    rows_consumer: u64,
+    /// CPU seconds: VictoriaMetrics over both direct passes, over the consumer run; this
+    /// process over the consumer run (the consumer and the bench's proxy).
+    vm_cpu_direct: f64,
+    vm_cpu_consumer: f64,
+    our_cpu_consumer: f64,
+    errors: Vec<String>,
+}
+
+/// The direct posts, then the consumer path, each against a fresh VictoriaMetrics on
+/// `vm_cpus` (all when `None`).
+async fn run_placement(
+    place: Placement,
+    vm_cpus: Option<&str>,
+    records: u64,
+    batch: usize,
+    bodies: &[String],
+    topics: &Arc<Vec<(String, Vec<String>)>>,
+) -> Result<PlacementRun, String> {
+    let tag = place.name();
+    // 1. VictoriaMetrics alone: the same batches, posted directly with the sink's client,
+    //    one and two at a time.
+    let vm = Victoria::start(&format!("{tag}-direct"), vm_cpus).await?;
+    let mut by_concurrency = [0.0f64; 2];
+    let vm_cpu0 = vm.cpu_seconds();
+    for (i, concurrency) in [1usize, 2].into_iter().enumerate() {
+        let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
+        // Copied before the clock starts: the writer takes each body by value.
+        let owned: Vec<String> = bodies.to_vec();
+        let queue = Arc::new(Mutex::new(owned.into_iter()));
+        let t = Instant::now();
+        let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
+        for _ in 0..concurrency {
+            let (writer, queue) = (writer.clone(), queue.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(body) = next else { return Ok(()) };
+                    writer.write(body.into_bytes()).await.map_err(|e| format!("direct write: {e}"))?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        by_concurrency[i] = records as f64 / t.elapsed().as_secs_f64();
+    }
+    let vm_cpu_direct = vm.cpu_seconds() - vm_cpu0;
+    let rows_direct = vm.settled_rows().await? / 2;
+    drop(vm);
+
+    // 2. The consumer path, against a fresh VictoriaMetrics.
+    let vm = Victoria::start(&format!("{tag}-consumer"), vm_cpus).await?;
     let listener =
         tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| format!("bench proxy: bind: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let proxy = Arc::new(Proxy { topics, base: format!("http://{addr}"), ..Proxy::default() });
+    let proxy = Arc::new(Proxy { topics: topics.clone(), base: format!("http://{addr}"), ..Proxy::default() });
     let app = Router::new()
         .route("/consumers/{group}", post(create))
         .route("/consumers/{group}/instances/{id}", delete(remove))
@@ -325,9 +518,12 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
          [[sinks.influxdb]]\nname = \"vm\"\nurl = \"{}\"\nconsumer_only = true\nbatch_size = {batch}\nqueue_capacity = {}\n\n\
          [redpanda_consumer]\nurl = \"http://{addr}\"\nsink = \"vm\"\npoll_interval = \"100ms\"\n",
         vm.url(),
-        (batch * 4).max(10_000)
+        // The consumer keeps up to half the queue in flight: 4 batches, 2 being written (the
+        // sink's concurrency) and 2 ready, so that VictoriaMetrics never waits for the next.
+        (batch * 8).max(10_000)
     );
     let config = Config::parse(&text, "bench consumer", &[]).map_err(|e| e.to_string())?;
+    let (our_cpu0, vm_cpu0) = (super::cpu_seconds(), vm.cpu_seconds());
     let t = Instant::now();
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
     let consumer = rt.consumer().cloned().ok_or("no consumer started")?;
@@ -336,26 +532,46 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
         super::wait_for("the consumer to commit every record", deadline, || consumer.snapshot().committed >= records)
             .await;
     let secs = t.elapsed().as_secs_f64();
+    let (our_cpu_consumer, vm_cpu_consumer) = (super::cpu_seconds() - our_cpu0, vm.cpu_seconds() - vm_cpu0);
     let snap = consumer.snapshot();
     rt.shutdown().await;
     server.abort();
-    let rows = vm.settled_rows().await?;
-    let rate = snap.committed as f64 / secs;
-    let ratio = rate / direct.0;
-    report.figure("consumer_points_per_s", round3(rate));
-    report.figure("direct_best_points_per_s", round3(direct.0));
-    report.figure("committed", snap.committed);
-    report.figure("bad_records", snap.bad);
-    report.figure("victoria_rows_direct", direct.1);
-    report.figure("victoria_rows_consumer", rows);
-    report.check(Check::at_least("ratio_consumer_to_direct", round3(ratio), MIN_RATIO));
-    if let Err(e) = done {
-        report.errors.push(e);
+    let rows_consumer = vm.settled_rows().await?;
+    Ok(PlacementRun {
+        direct_by_concurrency: by_concurrency,
+        direct: by_concurrency[0].max(by_concurrency[1]),
+        consumer: snap.committed as f64 / secs,
+        committed: snap.committed,
+        bad: snap.bad,
+        rows_direct,
+        rows_consumer,
+        vm_cpu_direct,
+        vm_cpu_consumer,
+        our_cpu_consumer,
+        errors: done.err().into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_gives_victoria_the_first_half_of_the_cpus_and_this_process_the_rest() {
+        assert_eq!(Placement::Split.cpus(2), Some(("0".into(), "1".into())));
+        assert_eq!(Placement::Split.cpus(3), Some(("0".into(), "1-2".into())));
+        assert_eq!(Placement::Split.cpus(8), Some(("0-3".into(), "4-7".into())));
+        assert_eq!(Placement::Shared.cpus(8), None);
     }
-    if rows != direct.1 {
-        report
-            .errors
-            .push(format!("VictoriaMetrics stored {rows} rows from the consumer, {} posted directly", direct.1));
+
+    #[test]
+    fn placements_default_to_both_and_name_what_is_wrong() {
+        assert_eq!(placements(None, 2), Ok(vec![Placement::Split, Placement::Shared]));
+        assert_eq!(placements(None, 1), Ok(vec![Placement::Shared]));
+        assert_eq!(placements(Some("shared"), 1), Ok(vec![Placement::Shared]));
+        let e = placements(Some("split"), 1).expect_err("one CPU cannot be split");
+        assert!(e.contains("at least 2 CPUs") && e.contains("has 1"), "{e}");
+        let e = placements(Some("halves"), 4).expect_err("unknown placement");
+        assert!(e.contains("--placement") && e.contains("'halves'"), "{e}");
     }
-    Ok(report)
 }

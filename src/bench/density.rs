@@ -15,7 +15,9 @@ use clap::Args;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::{json, Value};
 
-use super::{cpu_s, fleet_config, parse_duration, parse_kinds, round3, rss_kib, trim_memory, wait_for, Check, Report};
+use super::{
+    cpu_seconds, fleet_config, parse_duration, parse_kinds, round3, rss_kib, trim_memory, wait_for, Check, Report,
+};
 use crate::config::Config;
 use crate::Runtime;
 
@@ -84,14 +86,14 @@ pub async fn run(args: DensityArgs, quick: bool) -> Result<Report, String> {
     let config_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let cpu0 = cpu_s();
+    let cpu0 = cpu_seconds();
     let rt = Runtime::start(config).await.map_err(|e| format!("runtime: {e}"))?;
     let started_s = t.elapsed().as_secs_f64();
     let n = p.twins as i64;
     let gauge = rt.metrics().twins_running.clone();
     wait_for("every twin actor to run", Duration::from_secs(600), || gauge.get() >= n).await?;
     let ready_s = t.elapsed().as_secs_f64();
-    let ready_cpu_s = cpu_s() - cpu0;
+    let ready_cpu_s = cpu_seconds() - cpu0;
 
     // Every twin has ticked at least once within one interval of being ready.
     let registry = rt.registry().clone();

@@ -189,13 +189,16 @@ pub fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
-/// CPU time this process has used so far, user and system, in seconds (`utime` + `stime`
-/// of `/proc/self/stat`, in clock ticks of 1/100 s): a load-independent measure of work,
-/// where rates depend on what else runs.
+/// CPU time this process has used so far, user and system, in seconds: a load-independent
+/// measure of work, where rates depend on what else runs.
 pub fn cpu_seconds() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    std::fs::read_to_string("/proc/self/stat").map(|s| cpu_seconds_in_stat(&s)).unwrap_or(0.0)
+}
+
+/// `utime` + `stime` of a `/proc/<pid>/stat` line, in seconds (clock ticks of 1/100 s).
+pub fn cpu_seconds_in_stat(stat: &str) -> f64 {
     // The command name (2nd field) may hold spaces; the fields after it are plain.
-    let Some((_, rest)) = s.rsplit_once(')') else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
@@ -209,19 +212,6 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// CPU time (user + system) the process has used so far, in seconds: a start-up figure
-/// that the other work of a shared machine disturbs less than wall time.
-pub fn cpu_s() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let Some((_, rest)) = s.rsplit_once(')') else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in
-    // USER_HZ (100 on Linux).
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 /// Give freed memory back to the system where the allocator supports it, so that RSS
