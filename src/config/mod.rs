@@ -377,13 +377,19 @@ pub struct ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        writeln!(f, "{}: {n} problem{}:", self.source, if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
+        write_problems(f, &self.source, &self.problems)
     }
+}
+
+/// `{source}: {n} problem(s):` and one `  - {problem}` line each (configuration and
+/// scenario files report their problems alike).
+pub(crate) fn write_problems<P: fmt::Display>(f: &mut fmt::Formatter<'_>, source: &str, problems: &[P]) -> fmt::Result {
+    let n = problems.len();
+    writeln!(f, "{source}: {n} problem{}:", if n == 1 { "" } else { "s" })?;
+    for p in problems {
+        writeln!(f, "  - {p}")?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for ConfigErrors {}

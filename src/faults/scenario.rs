@@ -51,12 +51,7 @@ pub struct ScenarioErrors {
 
 impl fmt::Display for ScenarioErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        writeln!(f, "{}: {n} problem{}:", self.source, if n == 1 { "" } else { "s" })?;
-        for p in &self.problems {
-            writeln!(f, "  - {p}")?;
-        }
-        Ok(())
+        crate::config::write_problems(f, &self.source, &self.problems)
     }
 }
 
