@@ -309,15 +309,13 @@ fn decode_record(
         _ => None,
     };
     let decoded = match value {
-        RecordValue::Str(v) => {
-            match decode_base64(v.as_bytes(), buf) {
-                Ok(()) if buf.len() > max_payload => {
-                    Err(format!("value of {} bytes exceeds max_payload_bytes ({max_payload})", buf.len()))
-                }
-                Ok(()) => Observation::from_mqtt_json(buf).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("value is not base64: {e}")),
+        RecordValue::Str(v) => match decode_base64(v.as_bytes(), buf) {
+            Ok(()) if buf.len() > max_payload => {
+                Err(format!("value of {} bytes exceeds max_payload_bytes ({max_payload})", buf.len()))
             }
-        }
+            Ok(()) => Observation::from_mqtt_json(buf).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("value is not base64: {e}")),
+        },
         RecordValue::Missing => Err("record without a value".to_string()),
         RecordValue::Other(other) => Err(format!("value is not a base64 string: {}", truncated(&other))),
     };
