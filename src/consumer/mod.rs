@@ -9,6 +9,7 @@
 //! a restart (counters, the offsets accepted but not yet committed, the stop signal) lives
 //! in its [`ConsumerHandle`], which the runtime keeps.
 
+pub mod fetch;
 pub mod redpanda;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

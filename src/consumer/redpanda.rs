@@ -216,7 +216,7 @@ impl ProxyClient {
 pub fn decode_records(body: &[u8], max_payload: usize) -> Result<Vec<Fetched>, String> {
     // The common case, read straight into typed records; if any record has a field of an
     // unexpected type, the whole answer is read again as a JSON tree, record by record.
-    if let Some(records) = fast_records(body) {
+    if let Some(records) = super::fetch::records(body) {
         let mut buf = Vec::new();
         return Ok(records
             .iter()
@@ -259,32 +259,6 @@ pub fn decode_records(body: &[u8], max_payload: usize) -> Result<Vec<Fetched>, S
             )
         })
         .collect())
-}
-
-/// A record as the fast path reads it (other members, like `key`, are skipped).
-#[derive(serde::Deserialize)]
-struct WireRecord<'a> {
-    #[serde(borrow, default)]
-    topic: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    partition: Option<i64>,
-    #[serde(default)]
-    offset: Option<i64>,
-    #[serde(borrow, default)]
-    value: Option<std::borrow::Cow<'a, str>>,
-}
-
-#[derive(serde::Deserialize)]
-struct WireRecords<'a> {
-    #[serde(borrow)]
-    records: Vec<WireRecord<'a>>,
-}
-
-fn fast_records(body: &[u8]) -> Option<Vec<WireRecord<'_>>> {
-    match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => serde_json::from_slice(body).ok(),
-        _ => serde_json::from_slice::<WireRecords<'_>>(body).ok().map(|w| w.records),
-    }
 }
 
 /// A record's `value` member.
