@@ -355,16 +355,17 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
 
     let obs = observations(records);
     // What the direct posts send: the sink's line protocol, in the sink's batches.
-    let bodies: Vec<String> = obs
-        .chunks(batch)
-        .map(|c| {
-            let mut s = String::new();
-            for o in c {
-                o.write_line_protocol(&mut s);
-            }
-            s
-        })
-        .collect();
+    let bodies: Arc<Vec<String>> = Arc::new(
+        obs.chunks(batch)
+            .map(|c| {
+                let mut s = String::new();
+                for o in c {
+                    o.write_line_protocol(&mut s);
+                }
+                s
+            })
+            .collect(),
+    );
     // What the proxy serves: each record's answer fragment, per topic.
     let mut topics: Vec<(String, Vec<String>)> =
         twins::SensorKind::ALL.iter().map(|k| (k.as_str().to_string(), Vec::new())).collect();
@@ -387,8 +388,23 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
         if let Some((_, ours)) = &pinned {
             pin_self(ours)?;
         }
-        let result =
-            run_placement(place, pinned.as_ref().map(|p| p.0.as_str()), records, batch, &bodies, &topics).await;
+        // The placement runs on a tokio runtime of its own, started after pinning, with one
+        // worker per CPU this process may use, as tokio sizes itself in a process started
+        // on those CPUs (`taskset -c 1 twinrt ...`): not two workers taking turns on one CPU.
+        let workers = pinned.as_ref().map_or(cpus, |_| cpus - cpus / 2);
+        let inner = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("bench-consumer")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("bench runtime: {e}"))?;
+        let (bodies, topics, vm_cpus) = (bodies.clone(), topics.clone(), pinned.as_ref().map(|p| p.0.clone()));
+        let result = inner
+            .spawn(async move { run_placement(place, vm_cpus.as_deref(), records, batch, &bodies, &topics).await })
+            .await
+            .map_err(|e| format!("placement {}: {e}", place.name()))
+            .and_then(|r| r);
+        inner.shutdown_background();
         if pinned.is_some() {
             pin_self(&all)?;
         }
