@@ -104,18 +104,25 @@ fn placements(arg: Option<&str>, cpus: usize) -> Result<Vec<Placement>, String> 
 const TASKSET_MISSING: &str = "taskset not found: install it with 'apt-get install -y util-linux'";
 
 /// Pin every thread of this process to `cpus` (a `taskset` list); threads started later
-/// inherit it from the thread that starts them.
+/// inherit it from the thread that starts them. `taskset -a` sets each thread in turn and
+/// fails when one ends meanwhile (a runtime shutting down, an idle blocking thread): then
+/// it is run again, a few times.
 fn pin_self(cpus: &str) -> Result<(), String> {
-    let out = Command::new("taskset")
-        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|e| format!("{TASKSET_MISSING} ({e})"))?;
-    if !out.status.success() {
-        return Err(format!("taskset -a -p -c {cpus}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| format!("{TASKSET_MISSING} ({e})"))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        last = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        std::thread::sleep(Duration::from_millis(10 * (attempt + 1)));
     }
-    Ok(())
+    Err(format!("taskset -a -p -c {cpus}, 5 times: {last}"))
 }
 
 /// CPU time `pid` has used so far, in seconds (`utime` + `stime` of its `/proc/<pid>/stat`).
