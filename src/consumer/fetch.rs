@@ -3,8 +3,8 @@
 //! 1. [`exact`]: the layout proxies send, read without a JSON parser: a bare array of flat
 //!    objects whose members are `topic`, `key`, `value` (strings, `key` and `value` may be
 //!    `null`), `partition` and `offset` (integers), in any order, with strings that hold no
-//!    escape. Each string's end is found with `memchr` (SIMD); a record's value is ~700
-//!    bytes of base64, most of an answer.
+//!    escape, read with `twins::scan::Scan` (the MQTT decoder's cursor; each string's end
+//!    found with `memchr`: a record's value is ~700 bytes of base64, most of an answer).
 //! 2. [`typed`]: serde into the same records (also the API document's `{"records": [...]}`).
 //!
 //! The exact reader gives up (`None`) on anything else, so that the next path decides: it
@@ -13,6 +13,8 @@
 //! record, by the caller.
 
 use std::borrow::Cow;
+
+use twins::scan::Scan;
 
 /// A record as the fast paths read it (other members, like `key`, are skipped).
 #[derive(Debug, PartialEq, serde::Deserialize)]
@@ -48,19 +50,19 @@ pub fn typed(body: &[u8]) -> Option<Vec<WireRecord<'_>>> {
 
 /// The proxies' own layout, without a JSON parser; `None` for anything else.
 pub fn exact(body: &[u8]) -> Option<Vec<WireRecord<'_>>> {
-    let mut r = Reader { b: body, i: 0 };
+    let mut r = Scan::new(body);
     r.ws();
-    r.eat(b'[')?;
+    r.lit(b"[")?;
     r.ws();
     // About 750 bytes a record in twinrt's own topics.
     let mut out = Vec::with_capacity(body.len() / 700 + 1);
     if r.peek()? == b']' {
-        r.i += 1;
+        r.bump();
     } else {
         loop {
-            out.push(r.record()?);
+            out.push(record(&mut r)?);
             r.ws();
-            match r.next()? {
+            match r.bump()? {
                 b',' => r.ws(),
                 b']' => break,
                 _ => return None,
@@ -68,130 +70,65 @@ pub fn exact(body: &[u8]) -> Option<Vec<WireRecord<'_>>> {
         }
     }
     r.ws();
-    (r.i == body.len()).then_some(out)
+    r.rest().is_empty().then_some(out)
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    i: usize,
+fn record<'a>(r: &mut Scan<'a>) -> Option<WireRecord<'a>> {
+    r.lit(b"{")?;
+    r.ws();
+    let mut rec = WireRecord { topic: None, partition: None, offset: None, value: None };
+    if r.peek()? == b'}' {
+        r.bump();
+        return Some(rec);
+    }
+    // Members seen: a repeated one is left to serde (which refuses it).
+    let mut seen = 0u8;
+    loop {
+        let name = r.string()?;
+        r.ws();
+        r.lit(b":")?;
+        r.ws();
+        let bit = match name {
+            "topic" => {
+                rec.topic = Some(Cow::Borrowed(r.string()?));
+                1
+            }
+            "key" => {
+                string_or_null(r)?;
+                2
+            }
+            "value" => {
+                rec.value = string_or_null(r)?.map(Cow::Borrowed);
+                4
+            }
+            "partition" => {
+                rec.partition = Some(r.int()?);
+                8
+            }
+            "offset" => {
+                rec.offset = Some(r.int()?);
+                16
+            }
+            _ => return None,
+        };
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        r.ws();
+        match r.bump()? {
+            b',' => r.ws(),
+            b'}' => return Some(rec),
+            _ => return None,
+        }
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+fn string_or_null<'a>(r: &mut Scan<'a>) -> Option<Option<&'a str>> {
+    if r.lit(b"null").is_some() {
+        return Some(None);
     }
-
-    fn next(&mut self) -> Option<u8> {
-        let c = self.peek()?;
-        self.i += 1;
-        Some(c)
-    }
-
-    fn eat(&mut self, c: u8) -> Option<()> {
-        (self.next()? == c).then_some(())
-    }
-
-    /// JSON's whitespace: space, tab, line feed, carriage return.
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
-    }
-
-    fn record(&mut self) -> Option<WireRecord<'a>> {
-        self.eat(b'{')?;
-        self.ws();
-        let mut rec = WireRecord { topic: None, partition: None, offset: None, value: None };
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(rec);
-        }
-        // Members seen: a repeated one is left to serde (which refuses it).
-        let mut seen = 0u8;
-        loop {
-            let name = self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            let bit = match name {
-                "topic" => {
-                    rec.topic = Some(Cow::Borrowed(self.string()?));
-                    1
-                }
-                "key" => {
-                    self.string_or_null()?;
-                    2
-                }
-                "value" => {
-                    rec.value = self.string_or_null()?.map(Cow::Borrowed);
-                    4
-                }
-                "partition" => {
-                    rec.partition = Some(self.int()?);
-                    8
-                }
-                "offset" => {
-                    rec.offset = Some(self.int()?);
-                    16
-                }
-                _ => return None,
-            };
-            if seen & bit != 0 {
-                return None;
-            }
-            seen |= bit;
-            self.ws();
-            match self.next()? {
-                b',' => self.ws(),
-                b'}' => return Some(rec),
-                _ => return None,
-            }
-        }
-    }
-
-    /// A string without escapes or control characters (JSON forbids those raw).
-    fn string(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.i;
-        let len = memchr::memchr2(b'"', b'\\', &self.b[start..])?;
-        let raw = &self.b[start..start + len];
-        if self.b[start + len] != b'"' || raw.iter().any(|&c| c < 0x20) {
-            return None;
-        }
-        let s = std::str::from_utf8(raw).ok()?;
-        self.i = start + len + 1;
-        Some(s)
-    }
-
-    fn string_or_null(&mut self) -> Option<Option<&'a str>> {
-        if self.b[self.i..].starts_with(b"null") {
-            self.i += 4;
-            return Some(None);
-        }
-        self.string().map(Some)
-    }
-
-    /// A JSON integer that fits an `i64` (no fraction, no exponent, no leading zero, not -0).
-    fn int(&mut self) -> Option<i64> {
-        let start = self.i;
-        if self.peek() == Some(b'-') {
-            self.i += 1;
-        }
-        let digits = self.i;
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.i += 1;
-        }
-        let n = self.i - digits;
-        let negative_zero = digits > start && n == 1 && self.b[digits] == b'0'; // serde reads -0 as a float
-        if n == 0
-            || negative_zero
-            || (n > 1 && self.b[digits] == b'0')
-            || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
-        {
-            return None;
-        }
-        std::str::from_utf8(&self.b[start..self.i]).ok()?.parse().ok()
-    }
+    r.string().map(Some)
 }
 
 #[cfg(test)]

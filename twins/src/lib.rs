@@ -29,6 +29,7 @@ pub mod models;
 pub mod ngsild;
 pub mod observation;
 pub mod rng;
+pub mod scan;
 pub mod spec;
 pub mod twin;
 pub mod values;

@@ -221,91 +221,10 @@ impl Observation {
 /// Redpanda and Pulsar records they made) is read here, in a fraction of a typed parse.
 mod exact {
     use super::{parse_timestamp, units_tail, GeoPoint, Observation, SensorKind, Values};
-
-    struct Reader<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-
-    impl<'a> Reader<'a> {
-        fn lit(&mut self, s: &[u8]) -> Option<()> {
-            let end = self.i.checked_add(s.len())?;
-            (self.b.get(self.i..end)? == s).then(|| self.i = end)
-        }
-
-        /// A JSON string without escapes: `"`, UTF-8 text with no `\\` and no control
-        /// character, `"`.
-        fn string(&mut self) -> Option<&'a str> {
-            self.lit(b"\"")?;
-            let rest = self.b.get(self.i..)?;
-            let len = rest.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-            if rest[len] != b'"' {
-                return None;
-            }
-            let s = std::str::from_utf8(&rest[..len]).ok()?;
-            self.i += len + 1;
-            Some(s)
-        }
-
-        /// A JSON number: `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, finite.
-        fn number(&mut self) -> Option<f64> {
-            let start = self.i;
-            let b = self.b;
-            let digits = |i: &mut usize| {
-                let from = *i;
-                while b.get(*i).is_some_and(u8::is_ascii_digit) {
-                    *i += 1;
-                }
-                *i > from
-            };
-            let mut i = start;
-            if b.get(i) == Some(&b'-') {
-                i += 1;
-            }
-            if b.get(i) == Some(&b'0') {
-                i += 1;
-            } else if !digits(&mut i) {
-                return None;
-            }
-            if b.get(i) == Some(&b'.') {
-                i += 1;
-                if !digits(&mut i) {
-                    return None;
-                }
-            }
-            if matches!(b.get(i), Some(b'e' | b'E')) {
-                i += 1;
-                if matches!(b.get(i), Some(b'+' | b'-')) {
-                    i += 1;
-                }
-                if !digits(&mut i) {
-                    return None;
-                }
-            }
-            // Correctly rounded, as serde_json's `float_roundtrip` reading.
-            let v: f64 = std::str::from_utf8(&b[start..i]).ok()?.parse().ok()?;
-            self.i = i;
-            v.is_finite().then_some(v)
-        }
-
-        /// A JSON integer that fits a u64 (no sign, no fraction, no leading zero).
-        fn uint(&mut self) -> Option<u64> {
-            let rest = self.b.get(self.i..)?;
-            let len = rest.iter().position(|c| !c.is_ascii_digit()).unwrap_or(rest.len());
-            if len == 0 || (len > 1 && rest[0] == b'0') || matches!(rest.get(len), Some(b'.' | b'e' | b'E')) {
-                return None;
-            }
-            let mut v: u64 = 0;
-            for &d in &rest[..len] {
-                v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
-            }
-            self.i += len;
-            Some(v)
-        }
-    }
+    use crate::scan::Scan;
 
     pub(super) fn decode(bytes: &[u8]) -> Option<Observation> {
-        let mut r = Reader { b: bytes, i: 0 };
+        let mut r = Scan::new(bytes);
         r.lit(b"{\"id\":")?;
         let id = r.string()?;
         r.lit(b",\"type\":")?;
@@ -331,7 +250,7 @@ mod exact {
             r.lit(b"\":")?;
             values.push(r.number()?);
         }
-        let rest = bytes.get(r.i..)?;
+        let rest = r.rest();
         if rest != units_tail(kind) && rest != b"}}" {
             return None;
         }
