@@ -171,7 +171,6 @@ pub struct WindowCounts {
     pub retries: u64,
 }
 
-/// How long samples are kept (a little over the longest window).
 /// The time of a delivery, read once for several ([`SinkStats::delivered_at`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DeliveryClock {
@@ -190,6 +189,7 @@ impl DeliveryClock {
 /// How soon a busy sink pumps again by itself ([`SinkHandle::pumped`]).
 pub const BUSY_PUMP: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// How long samples are kept (a little over the longest window).
 const SAMPLE_HORIZON: std::time::Duration = std::time::Duration::from_secs(3700);
 
 fn now_ms() -> u64 {
