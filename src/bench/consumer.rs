@@ -132,6 +132,10 @@ fn cpu_seconds_of(pid: u32) -> f64 {
 }
 
 const MIN_RATIO: f64 = 0.8;
+/// The InfluxDB sink's `concurrency` in this scenario: batches written at once.
+const SINK_CONCURRENCY: usize = 4;
+/// The direct posts' concurrencies; the best of them is the reference.
+const DIRECT_CONCURRENCY: [usize; 3] = [1, 2, SINK_CONCURRENCY];
 const VICTORIA_MISSING: &str = "victoria-metrics not found: install it with 'apt-get install -y victoria-metrics'";
 const BINARY_V2: &str = "application/vnd.kafka.binary.v2+json";
 const KAFKA_V2: &str = "application/vnd.kafka.v2+json";
@@ -425,10 +429,13 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
                 "twinrt_cpus": pinned.as_ref().map(|p| p.1.clone()).unwrap_or_else(|| all.clone()),
                 "direct_c1_points_per_s": round3(r.direct_by_concurrency[0]),
                 "direct_c2_points_per_s": round3(r.direct_by_concurrency[1]),
+                "direct_c4_points_per_s": round3(r.direct_by_concurrency[2]),
                 "direct_best_points_per_s": round3(r.direct),
                 "consumer_points_per_s": round3(r.consumer),
                 "ratio_consumer_to_direct": round3(ratio),
-                "victoria_cpu_us_per_point_direct": round3(r.vm_cpu_direct * 1e6 / (2 * records) as f64),
+                "victoria_cpu_us_per_point_direct": round3(
+                    r.vm_cpu_direct * 1e6 / (DIRECT_CONCURRENCY.len() as u64 * records) as f64
+                ),
                 "victoria_cpu_us_per_point_consumer": round3(r.vm_cpu_consumer * 1e6 / records as f64),
                 "twinrt_cpu_us_per_record_with_proxy": round3(r.our_cpu_consumer * 1e6 / records as f64),
                 "committed": r.committed,
@@ -463,7 +470,7 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
 
 /// What one placement measured.
 struct PlacementRun {
-    direct_by_concurrency: [f64; 2],
+    direct_by_concurrency: [f64; DIRECT_CONCURRENCY.len()],
     direct: f64,
     consumer: f64,
     committed: u64,
@@ -490,11 +497,11 @@ async fn run_placement(
 ) -> Result<PlacementRun, String> {
     let tag = place.name();
     // 1. VictoriaMetrics alone: the same batches, posted directly with the sink's client,
-    //    one and two at a time.
+    //    1, 2 and 4 at a time (the sink's concurrency here is 4).
     let vm = Victoria::start(&format!("{tag}-direct"), vm_cpus).await?;
-    let mut by_concurrency = [0.0f64; 2];
+    let mut by_concurrency = [0.0f64; DIRECT_CONCURRENCY.len()];
     let vm_cpu0 = vm.cpu_seconds();
-    for (i, concurrency) in [1usize, 2].into_iter().enumerate() {
+    for (i, concurrency) in DIRECT_CONCURRENCY.into_iter().enumerate() {
         let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
         // Copied before the clock starts: the writer takes each body by value.
         let owned: Vec<String> = bodies.to_vec();
@@ -517,7 +524,7 @@ async fn run_placement(
         by_concurrency[i] = records as f64 / t.elapsed().as_secs_f64();
     }
     let vm_cpu_direct = vm.cpu_seconds() - vm_cpu0;
-    let rows_direct = vm.settled_rows().await? / 2;
+    let rows_direct = vm.settled_rows().await? / DIRECT_CONCURRENCY.len() as u64;
     drop(vm);
 
     // 2. The consumer path, against a fresh VictoriaMetrics.
@@ -538,12 +545,12 @@ async fn run_placement(
     });
     let text = format!(
         "[runtime]\nshutdown_grace = \"30s\"\n[log]\nlevel = \"error\"\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
-         [[sinks.influxdb]]\nname = \"vm\"\nurl = \"{}\"\nconsumer_only = true\nbatch_size = {batch}\nqueue_capacity = {}\n\n\
+         [[sinks.influxdb]]\nname = \"vm\"\nurl = \"{}\"\nconsumer_only = true\nbatch_size = {batch}\nconcurrency = {SINK_CONCURRENCY}\nqueue_capacity = {}\n\n\
          [redpanda_consumer]\nurl = \"http://{addr}\"\nsink = \"vm\"\npoll_interval = \"100ms\"\n",
         vm.url(),
-        // The consumer keeps up to half the queue in flight: 4 batches, 2 being written (the
-        // sink's concurrency) and 2 ready, so that VictoriaMetrics never waits for the next.
-        (batch * 8).max(10_000)
+        // The consumer keeps up to half the queue in flight: 4 batches, all of them being
+        // written at once, so that VictoriaMetrics never waits for the next.
+        (batch * 2 * SINK_CONCURRENCY).max(10_000)
     );
     let config = Config::parse(&text, "bench consumer", &[]).map_err(|e| e.to_string())?;
     let (our_cpu0, vm_cpu0) = (super::cpu_seconds(), vm.cpu_seconds());
@@ -562,7 +569,7 @@ async fn run_placement(
     let rows_consumer = vm.settled_rows().await?;
     Ok(PlacementRun {
         direct_by_concurrency: by_concurrency,
-        direct: by_concurrency[0].max(by_concurrency[1]),
+        direct: by_concurrency.iter().copied().fold(0.0, f64::max),
         consumer: snap.committed as f64 / secs,
         committed: snap.committed,
         bad: snap.bad,

@@ -384,9 +384,8 @@ impl Pipeline {
             let group = AckGroup::new(part.len());
             self.outstanding += part.len();
             let count = part.len();
-            for o in part {
-                h.sink.offer(Envelope::with_ack(o, group.clone()));
-            }
+            // One lock of the sink's queue and one wake-up for the whole part.
+            h.sink.offer_all(part.into_iter().map(|o| Envelope::with_ack(o, group.clone())));
             let commit = last.then(|| std::mem::take(&mut fetch.commit));
             self.in_flight.push_back(InFlight { group, count, commit, offered: Instant::now() });
             if last {

@@ -215,10 +215,8 @@ impl<S: BatchService> Actor for BatchSink<S> {
     ) -> Result<(), ActorProcessingErr> {
         state.handle.mailbox.handled();
         match msg {
-            SinkMsg::Pump => {
-                state.handle.woken();
-                state.notify.notify_one();
-            }
+            // The dispatcher re-enables wake-ups itself when it waits (`wait_for_entries`).
+            SinkMsg::Pump => state.notify.notify_one(),
             SinkMsg::Connection(_) => {}
             SinkMsg::Ping(reply) => {
                 let _ = reply.send(());
@@ -355,18 +353,13 @@ async fn work<S: BatchService>(
         };
         while sends.try_join_next().is_some() {}
         // Wait for work, then let a batch fill up for at most `linger`.
-        while handle.queue_len() == 0 {
-            notify.notified().await;
-        }
+        let full = |h: &SinkHandle| h.queue_len() >= settings.batch_size || h.newest_is_awaited();
+        wait_until(&handle, &notify, |h| h.queue_len() > 0, None).await;
         // Not when the producer waits for what it queued (a consumer's fetched records):
         // nothing more comes until these are stored.
-        if handle.queue_len() < settings.batch_size && !settings.linger.is_zero() && !handle.newest_is_awaited() {
+        if !settings.linger.is_zero() && !full(&handle) {
             let deadline = tokio::time::Instant::now() + settings.linger;
-            while handle.queue_len() < settings.batch_size && !handle.newest_is_awaited() {
-                if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
-                    break;
-                }
-            }
+            wait_until(&handle, &notify, full, Some(deadline)).await;
         }
         // Taken and counted in flight in one step, so that shutdown never sees the sink
         // drained while it holds a batch.
@@ -399,6 +392,35 @@ async fn work<S: BatchService>(
             }
             let _ = free_tx.send(service).await;
         });
+    }
+}
+
+/// Wait until `ready` holds (or `deadline` passes). Offers wake the sink only while it
+/// waits here: the actor's `Pump` no longer re-enables wake-ups (`woken`), this does, just
+/// before waiting. So a producer that offers thousands of entries while a batch is out
+/// sends the sink one message, not one per offer (each a cross-thread wake-up, a system
+/// call when the sink's thread sleeps). An offer that came before `woken` did not wake
+/// the sink; `ready` is read again after it, and the notification a later offer sends is
+/// kept by `notify` until waited for.
+async fn wait_until(
+    handle: &SinkHandle,
+    notify: &Notify,
+    ready: impl Fn(&SinkHandle) -> bool,
+    deadline: Option<tokio::time::Instant>,
+) {
+    while !ready(handle) {
+        handle.woken();
+        if ready(handle) {
+            return;
+        }
+        match deadline {
+            None => notify.notified().await,
+            Some(d) => {
+                if tokio::time::timeout_at(d, notify.notified()).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -457,6 +479,99 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actors::{ActorKind, Mailbox};
+    use crate::metrics::Metrics;
+    use twins::{GeoPoint, Observation, SensorKind};
+
+    fn env(seq: u64) -> Arc<Envelope> {
+        Envelope::new(Observation {
+            sensor_id: "s".into(),
+            kind: SensorKind::Noise,
+            seq,
+            observed_at: chrono::Utc::now(),
+            location: GeoPoint { lat: 14.6, lon: -61.0 },
+            district: "Fort-de-France".into(),
+            values: twins::Values::filled(50.0, SensorKind::Noise.quantities().len()),
+        })
+    }
+
+    /// A broker whose first answer waits until the test opens the gate.
+    struct Gated {
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl BatchService for Gated {
+        async fn healthcheck(&mut self) -> Result<(), SendError> {
+            Ok(())
+        }
+
+        async fn send(&mut self, _batch: &[Arc<Envelope>]) -> Result<BatchOutcome, SendError> {
+            let permit = self.gate.acquire().await.map_err(|e| SendError::Retriable(e.to_string()))?;
+            permit.forget();
+            self.gate.add_permits(1);
+            Ok(BatchOutcome::default())
+        }
+    }
+
+    async fn until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Offers made while the only lane is busy wake the sink once, not once each: the
+    /// dispatcher re-enables wake-ups only when it waits for entries.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offers_while_a_batch_is_out_wake_the_sink_once() {
+        let m = Metrics::new();
+        let handle = SinkHandle::new("gated", "test", "x".into(), 10_000, &m);
+        let mailbox = Arc::new(Mailbox::default());
+        let entry = Arc::new(ActorEntry::new(
+            "root/sinks/gated".into(),
+            "gated".into(),
+            ActorKind::Sink,
+            None,
+            None,
+            None,
+            mailbox,
+        ));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let g = gate.clone();
+        let settings = BatchSettings {
+            batch_size: 10_000,
+            linger: Duration::ZERO,
+            request_timeout: Duration::from_secs(30),
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+            concurrency: 1,
+        };
+        let args = BatchSinkArgs {
+            handle: handle.clone(),
+            settings,
+            entry,
+            make: Arc::new(move || Ok(Gated { gate: g.clone() })),
+        };
+        let (actor, task) = Actor::spawn(None, BatchSink::<Gated>::default(), args).await.expect("spawn");
+        until("the sink to be connected", || handle.stats.connected.load(std::sync::atomic::Ordering::Relaxed)).await;
+        handle.offer(env(1));
+        until("the first batch to be out", || handle.in_flight() == 1).await;
+        let pumps = handle.mailbox.handled_total();
+        for s in 2..=500 {
+            handle.offer(env(s));
+            // The actor handles whatever the offer sent before the next one comes.
+            until("the actor to handle what was sent", || handle.mailbox.depth() == 0).await;
+        }
+        let during = handle.mailbox.handled_total() - pumps;
+        assert!(during <= 1, "499 offers while the batch was out woke the sink {during} times");
+        gate.add_permits(1);
+        until("every entry to be delivered", || handle.stats.sent.get() == 500).await;
+        assert_eq!(handle.queue_len(), 0);
+        actor.stop(None);
+        let _ = task.await;
+    }
 
     #[test]
     fn statuses_are_classified_in_one_place() {

@@ -648,37 +648,61 @@ impl SinkHandle {
     pub fn offer(&self, env: Arc<Envelope>) -> bool {
         let dropped = {
             let mut q = lock(&self.queue);
-            // With a spill, what does not fit (or arrives while the spill holds older ones)
-            // goes to disk; envelopes someone waits on (a consumer's) never do: their broker
-            // keeps them.
-            let full = q.len() >= self.capacity || self.spilling.load(Ordering::Acquire);
-            if full && env.ack.is_none() && self.spill_one(&env).is_ok() {
-                drop(q);
-                self.wake();
-                return true;
-            }
-            let dropped = if q.len() < self.capacity {
-                q.push_back(env);
-                None
-            } else if self.overflow.load(Ordering::Relaxed) == 0 {
-                let old = q.pop_front();
-                q.push_back(env);
-                old
-            } else {
-                Some(env)
-            };
+            let dropped = self.offer_locked(&mut q, env);
             self.queue_gauge.set(q.len() as i64);
             dropped
         };
-        let dropped = match dropped {
+        let kept = match dropped {
             Some(env) => {
                 self.stats.dropped_one(&env);
-                true
+                false
             }
-            None => false,
+            None => true,
         };
         self.wake();
-        !dropped
+        kept
+    }
+
+    /// [`offer`](Self::offer) every observation of `envs`, in order, with one lock of the
+    /// queue and one wake-up of the sink (a consumer hands over a fetched batch this way).
+    /// Returns how many were dropped (this batch's or older ones, by the overflow policy).
+    pub fn offer_all(&self, envs: impl IntoIterator<Item = Arc<Envelope>>) -> usize {
+        let mut dropped = Vec::new();
+        {
+            let mut q = lock(&self.queue);
+            for env in envs {
+                dropped.extend(self.offer_locked(&mut q, env));
+            }
+            self.queue_gauge.set(q.len() as i64);
+        }
+        for env in &dropped {
+            self.stats.dropped_one(env);
+        }
+        self.wake();
+        dropped.len()
+    }
+
+    /// One offer with the queue locked: queue it, spill it, or apply the overflow policy;
+    /// returns what the policy dropped (this one or the oldest), to be counted by the
+    /// caller once the lock is released.
+    fn offer_locked(&self, q: &mut VecDeque<Arc<Envelope>>, env: Arc<Envelope>) -> Option<Arc<Envelope>> {
+        // With a spill, what does not fit (or arrives while the spill holds older ones)
+        // goes to disk; envelopes someone waits on (a consumer's) never do: their broker
+        // keeps them.
+        let full = q.len() >= self.capacity || self.spilling.load(Ordering::Acquire);
+        if full && env.ack.is_none() && self.spill_one(&env).is_ok() {
+            return None;
+        }
+        if q.len() < self.capacity {
+            q.push_back(env);
+            None
+        } else if self.overflow.load(Ordering::Relaxed) == 0 {
+            let old = q.pop_front();
+            q.push_back(env);
+            old
+        } else {
+            Some(env)
+        }
     }
 
     /// Whether offers to this sink may wait ([`Overflow::Block`]).
@@ -1028,6 +1052,25 @@ mod tests {
         assert_eq!(h.stats.dropped.get(), 2);
         let seqs: Vec<u64> = h.take(10).iter().map(|e| e.obs.seq).collect();
         assert_eq!(seqs, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn offering_all_at_once_is_offering_each_in_turn() {
+        for overflow in [Overflow::DropOldest, Overflow::DropNewest] {
+            let m = Metrics::new();
+            let (one, all) =
+                (SinkHandle::new("one", "test", "x".into(), 4, &m), SinkHandle::new("all", "test", "x".into(), 4, &m));
+            one.set_overflow(overflow);
+            all.set_overflow(overflow);
+            one.offer(env(1));
+            all.offer(env(1));
+            let kept = (2..=7).filter(|s| one.offer(env(*s))).count();
+            assert_eq!(all.offer_all((2..=7).map(env)), 6 - kept, "{overflow:?}");
+            let seqs = |h: &SinkHandle| h.take(10).iter().map(|e| e.obs.seq).collect::<Vec<_>>();
+            assert_eq!(seqs(&all), seqs(&one), "{overflow:?}");
+            assert_eq!(all.stats.dropped.get(), one.stats.dropped.get());
+            assert_eq!(all.stats.lost.get(), one.stats.lost.get());
+        }
     }
 
     #[tokio::test]
