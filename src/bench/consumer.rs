@@ -11,6 +11,11 @@
 //! cost would be measured too.) VictoriaMetrics is Debian's `victoria-metrics`, started on
 //! a free port with a fresh data directory for each run.
 //!
+//! The direct posts (1, 2 and 4 batches at a time; the sink writes 4 at a time here) run
+//! before and again after the consumer, and the reference is the best concurrency's mean
+//! of the two: this VM's speed drifts by up to a third within minutes, and a reference
+//! taken on one side only made the ratio say more about the drift than the consumer.
+//!
 //! Placement (`--placement`): where the processes may run, the same for the direct posts
 //! and the consumer run.
 //! - `split` (checked): VictoriaMetrics on the first half of the CPUs, this process (the
@@ -427,14 +432,13 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
             json!({
                 "victoria_cpus": pinned.as_ref().map(|p| p.0.clone()).unwrap_or_else(|| all.clone()),
                 "twinrt_cpus": pinned.as_ref().map(|p| p.1.clone()).unwrap_or_else(|| all.clone()),
-                "direct_c1_points_per_s": round3(r.direct_by_concurrency[0]),
-                "direct_c2_points_per_s": round3(r.direct_by_concurrency[1]),
-                "direct_c4_points_per_s": round3(r.direct_by_concurrency[2]),
+                "direct_points_per_s_before": by_concurrency(&r.direct_before),
+                "direct_points_per_s_after": by_concurrency(&r.direct_after),
                 "direct_best_points_per_s": round3(r.direct),
                 "consumer_points_per_s": round3(r.consumer),
                 "ratio_consumer_to_direct": round3(ratio),
                 "victoria_cpu_us_per_point_direct": round3(
-                    r.vm_cpu_direct * 1e6 / (DIRECT_CONCURRENCY.len() as u64 * records) as f64
+                    r.vm_cpu_direct * 1e6 / (2 * DIRECT_CONCURRENCY.len() as u64 * records) as f64
                 ),
                 "victoria_cpu_us_per_point_consumer": round3(r.vm_cpu_consumer * 1e6 / records as f64),
                 "twinrt_cpu_us_per_record_with_proxy": round3(r.our_cpu_consumer * 1e6 / records as f64),
@@ -468,16 +472,24 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
     Ok(report)
 }
 
+/// Rates by concurrency, as `{"c1": .., "c2": .., "c4": ..}`.
+fn by_concurrency(rates: &[f64; DIRECT_CONCURRENCY.len()]) -> serde_json::Value {
+    DIRECT_CONCURRENCY.iter().zip(rates).map(|(c, r)| (format!("c{c}"), json!(round3(*r)))).collect()
+}
+
 /// What one placement measured.
 struct PlacementRun {
-    direct_by_concurrency: [f64; DIRECT_CONCURRENCY.len()],
+    /// The direct posts' rates before and after the consumer run, by [`DIRECT_CONCURRENCY`].
+    direct_before: [f64; DIRECT_CONCURRENCY.len()],
+    direct_after: [f64; DIRECT_CONCURRENCY.len()],
+    /// The reference: the best of the concurrencies' means before and after.
     direct: f64,
     consumer: f64,
     committed: u64,
     bad: u64,
     rows_direct: u64,
     rows_consumer: u64,
-    /// CPU seconds: VictoriaMetrics over both direct passes, over the consumer run; this
+    /// CPU seconds: VictoriaMetrics over the direct posts (both sides), over the consumer run; this
     /// process over the consumer run (the consumer and the bench's proxy).
     vm_cpu_direct: f64,
     vm_cpu_consumer: f64,
@@ -496,36 +508,8 @@ async fn run_placement(
     topics: &Arc<Vec<(String, Vec<String>)>>,
 ) -> Result<PlacementRun, String> {
     let tag = place.name();
-    // 1. VictoriaMetrics alone: the same batches, posted directly with the sink's client,
-    //    1, 2 and 4 at a time (the sink's concurrency here is 4).
-    let vm = Victoria::start(&format!("{tag}-direct"), vm_cpus).await?;
-    let mut by_concurrency = [0.0f64; DIRECT_CONCURRENCY.len()];
-    let vm_cpu0 = vm.cpu_seconds();
-    for (i, concurrency) in DIRECT_CONCURRENCY.into_iter().enumerate() {
-        let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
-        // Copied before the clock starts: the writer takes each body by value.
-        let owned: Vec<String> = bodies.to_vec();
-        let queue = Arc::new(Mutex::new(owned.into_iter()));
-        let t = Instant::now();
-        let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
-        for _ in 0..concurrency {
-            let (writer, queue) = (writer.clone(), queue.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    let Some(body) = next else { return Ok(()) };
-                    writer.write(body.into_bytes()).await.map_err(|e| format!("direct write: {e}"))?;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
-        }
-        by_concurrency[i] = records as f64 / t.elapsed().as_secs_f64();
-    }
-    let vm_cpu_direct = vm.cpu_seconds() - vm_cpu0;
-    let rows_direct = vm.settled_rows().await? / DIRECT_CONCURRENCY.len() as u64;
-    drop(vm);
+    // 1. VictoriaMetrics alone, before the consumer run (and again after it, below).
+    let before = direct_posts(&format!("{tag}-direct"), vm_cpus, records, bodies).await?;
 
     // 2. The consumer path, against a fresh VictoriaMetrics.
     let vm = Victoria::start(&format!("{tag}-consumer"), vm_cpus).await?;
@@ -567,19 +551,75 @@ async fn run_placement(
     rt.shutdown().await;
     server.abort();
     let rows_consumer = vm.settled_rows().await?;
+    drop(vm);
+    // 3. The direct posts again: this VM's speed drifts by a third within minutes, so the
+    //    reference is the mean of the rates either side of the consumer run (per
+    //    concurrency; the best of them).
+    let after = direct_posts(&format!("{tag}-direct-after"), vm_cpus, records, bodies).await?;
+    let by_concurrency: [f64; DIRECT_CONCURRENCY.len()] =
+        std::array::from_fn(|i| (before.by_concurrency[i] + after.by_concurrency[i]) / 2.0);
+    let mut errors: Vec<String> = done.err().into_iter().collect();
+    if after.rows != before.rows {
+        errors
+            .push(format!("VictoriaMetrics stored {} rows per direct pass before, {} after", before.rows, after.rows));
+    }
     Ok(PlacementRun {
-        direct_by_concurrency: by_concurrency,
+        direct_before: before.by_concurrency,
+        direct_after: after.by_concurrency,
         direct: by_concurrency.iter().copied().fold(0.0, f64::max),
         consumer: snap.committed as f64 / secs,
         committed: snap.committed,
         bad: snap.bad,
-        rows_direct,
+        rows_direct: before.rows,
         rows_consumer,
-        vm_cpu_direct,
+        vm_cpu_direct: before.vm_cpu + after.vm_cpu,
         vm_cpu_consumer,
         our_cpu_consumer,
-        errors: done.err().into_iter().collect(),
+        errors,
     })
+}
+
+/// What the direct posts measured against one VictoriaMetrics.
+struct Direct {
+    /// Records per second, by [`DIRECT_CONCURRENCY`].
+    by_concurrency: [f64; DIRECT_CONCURRENCY.len()],
+    /// VictoriaMetrics' CPU seconds over all of them.
+    vm_cpu: f64,
+    /// Rows it stored per pass.
+    rows: u64,
+}
+
+/// The same batches as the consumer's, posted directly with the sink's client to a fresh
+/// VictoriaMetrics on `vm_cpus`, 1, 2 and 4 at a time.
+async fn direct_posts(tag: &str, vm_cpus: Option<&str>, records: u64, bodies: &[String]) -> Result<Direct, String> {
+    let vm = Victoria::start(tag, vm_cpus).await?;
+    let mut by_concurrency = [0.0f64; DIRECT_CONCURRENCY.len()];
+    let vm_cpu0 = vm.cpu_seconds();
+    for (i, concurrency) in DIRECT_CONCURRENCY.into_iter().enumerate() {
+        let writer = InfluxWriter::new(&vm.url(), "digitribe", "iot_data", None, false)?;
+        // Copied before the clock starts: the writer takes each body by value.
+        let owned: Vec<String> = bodies.to_vec();
+        let queue = Arc::new(Mutex::new(owned.into_iter()));
+        let t = Instant::now();
+        let mut tasks: Vec<tokio::task::JoinHandle<Result<(), String>>> = Vec::new();
+        for _ in 0..concurrency {
+            let (writer, queue) = (writer.clone(), queue.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    let Some(body) = next else { return Ok(()) };
+                    writer.write(body.into_bytes()).await.map_err(|e| format!("direct write: {e}"))?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        by_concurrency[i] = records as f64 / t.elapsed().as_secs_f64();
+    }
+    let vm_cpu = vm.cpu_seconds() - vm_cpu0;
+    let rows = vm.settled_rows().await? / DIRECT_CONCURRENCY.len() as u64;
+    Ok(Direct { by_concurrency, vm_cpu, rows })
 }
 
 #[cfg(test)]
