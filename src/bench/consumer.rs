@@ -220,6 +220,16 @@ impl Victoria {
 
     /// `vm_rows_inserted_total{type="influx"}`: what it stored from the InfluxDB API.
     async fn influx_rows(&self) -> Result<u64, String> {
+        self.counter("vm_rows_inserted_total{type=\"influx\"}").await
+    }
+
+    /// `vm_http_requests_total{path="/influx/write"}`: the write requests it answered.
+    async fn influx_writes(&self) -> Result<u64, String> {
+        self.counter("vm_http_requests_total{path=\"/influx/write\"").await
+    }
+
+    /// The value of the first series of its `/metrics` that starts with `prefix` (0 if none).
+    async fn counter(&self, prefix: &str) -> Result<u64, String> {
         let text = reqwest::get(format!("{}/metrics", self.url()))
             .await
             .map_err(|e| format!("victoria /metrics: {e}"))?
@@ -228,7 +238,7 @@ impl Victoria {
             .map_err(|e| format!("victoria /metrics: {e}"))?;
         Ok(text
             .lines()
-            .find(|l| l.starts_with("vm_rows_inserted_total{type=\"influx\"}"))
+            .find(|l| l.starts_with(prefix))
             .and_then(|l| l.split_whitespace().last())
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0) as u64)
@@ -446,6 +456,8 @@ pub async fn run(a: ConsumerArgs, quick: bool) -> Result<Report, String> {
                 "bad_records": r.bad,
                 "victoria_rows_direct": r.rows_direct,
                 "victoria_rows_consumer": r.rows_consumer,
+                "victoria_writes_consumer": r.writes_consumer,
+                "mean_records_per_write_consumer": round3(records as f64 / r.writes_consumer.max(1) as f64),
             }),
         );
         report.errors.extend(r.errors.into_iter().map(|e| format!("{name}: {e}")));
@@ -489,6 +501,8 @@ struct PlacementRun {
     bad: u64,
     rows_direct: u64,
     rows_consumer: u64,
+    /// Write requests VictoriaMetrics answered in the consumer run.
+    writes_consumer: u64,
     /// CPU seconds: VictoriaMetrics over the direct posts (both sides), over the consumer run; this
     /// process over the consumer run (the consumer and the bench's proxy).
     vm_cpu_direct: f64,
@@ -532,9 +546,11 @@ async fn run_placement(
          [[sinks.influxdb]]\nname = \"vm\"\nurl = \"{}\"\nconsumer_only = true\nbatch_size = {batch}\nconcurrency = {SINK_CONCURRENCY}\nqueue_capacity = {}\n\n\
          [redpanda_consumer]\nurl = \"http://{addr}\"\nsink = \"vm\"\npoll_interval = \"100ms\"\n",
         vm.url(),
-        // The consumer keeps up to half the queue in flight: 4 batches, all of them being
-        // written at once, so that VictoriaMetrics never waits for the next.
-        (batch * 2 * SINK_CONCURRENCY).max(10_000)
+        // The consumer keeps up to half the queue in flight: 8 batches, so that it keeps
+        // fetching while 4 are being written (the sink's concurrency). With 4, it fetched
+        // only when a write had ended. (A free lane takes what is queued at once, since the
+        // consumer waits for it: `mean_records_per_write_consumer` says how much.)
+        (batch * 4 * SINK_CONCURRENCY).max(10_000)
     );
     let config = Config::parse(&text, "bench consumer", &[]).map_err(|e| e.to_string())?;
     let (our_cpu0, vm_cpu0) = (super::cpu_seconds(), vm.cpu_seconds());
@@ -551,6 +567,7 @@ async fn run_placement(
     rt.shutdown().await;
     server.abort();
     let rows_consumer = vm.settled_rows().await?;
+    let writes_consumer = vm.influx_writes().await?;
     drop(vm);
     // 3. The direct posts again: this VM's speed drifts by a third within minutes, so the
     //    reference is the mean of the rates either side of the consumer run (per
@@ -572,6 +589,7 @@ async fn run_placement(
         bad: snap.bad,
         rows_direct: before.rows,
         rows_consumer,
+        writes_consumer,
         vm_cpu_direct: before.vm_cpu + after.vm_cpu,
         vm_cpu_consumer,
         our_cpu_consumer,
