@@ -215,7 +215,7 @@ impl<S: BatchService> Actor for BatchSink<S> {
     ) -> Result<(), ActorProcessingErr> {
         state.handle.mailbox.handled();
         match msg {
-            // The dispatcher re-enables wake-ups itself when it waits (`wait_for_entries`).
+            // The dispatcher re-enables wake-ups itself when it waits (`wait_until`).
             SinkMsg::Pump => state.notify.notify_one(),
             SinkMsg::Connection(_) => {}
             SinkMsg::Ping(reply) => {
