@@ -481,19 +481,7 @@ mod tests {
     use super::*;
     use crate::actors::{ActorKind, Mailbox};
     use crate::metrics::Metrics;
-    use twins::{GeoPoint, Observation, SensorKind};
-
-    fn env(seq: u64) -> Arc<Envelope> {
-        Envelope::new(Observation {
-            sensor_id: "s".into(),
-            kind: SensorKind::Noise,
-            seq,
-            observed_at: chrono::Utc::now(),
-            location: GeoPoint { lat: 14.6, lon: -61.0 },
-            district: "Fort-de-France".into(),
-            values: twins::Values::filled(50.0, SensorKind::Noise.quantities().len()),
-        })
-    }
+    use crate::sinks::queue::tests::env;
 
     /// A broker whose first answer waits until the test opens the gate.
     struct Gated {

@@ -1024,12 +1024,13 @@ impl SinkHandle {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
     use twins::{GeoPoint, SensorKind};
 
-    fn env(seq: u64) -> Arc<Envelope> {
+    /// An observation of sensor `s` with sequence number `seq` (also for the other sinks' tests).
+    pub(crate) fn env(seq: u64) -> Arc<Envelope> {
         Envelope::new(Observation {
             sensor_id: "s".into(),
             kind: SensorKind::Noise,
