@@ -501,13 +501,8 @@ mod tests {
         }
     }
 
-    async fn until(what: &str, cond: impl Fn() -> bool) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !cond() {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+    async fn until(what: &str, cond: impl FnMut() -> bool) {
+        crate::bench::wait_for(what, Duration::from_secs(10), cond).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Offers made while the only lane is busy wake the sink once, not once each: the
