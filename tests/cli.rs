@@ -29,6 +29,9 @@ async fn with_no_flags_it_runs_the_embedded_default_and_stops_cleanly_on_sigterm
         .spawn()
         .expect("spawn twinrt");
     let mut guard = ChildGuard::new(child);
+    // Read as it comes (a full pipe would stall the process), checked once it has exited.
+    let stderr = guard.child_mut().and_then(|c| c.stderr.take()).expect("stderr piped");
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
     let base = format!("http://127.0.0.1:{http}");
 
     wait_until_async("GET /healthz", DEADLINE, || async {
@@ -80,6 +83,24 @@ async fn with_no_flags_it_runs_the_embedded_default_and_stops_cleanly_on_sigterm
     assert!(killed.success());
     let status = guard.terminate(DEADLINE).await.expect("twinrt exits after SIGTERM");
     assert!(status.success(), "exit status {status:?}");
+
+    // A normal run logs no error until it is told to stop. After that, rumqttd (the embedded
+    // broker) logs two errors of its own when the sink disconnects cleanly, as MQTT asks:
+    // "router-drop" (any client that sends DISCONNECT, rumqttd's server/broker.rs) and
+    // "no-connection id N is already gone" (the same disconnection seen twice, its
+    // router/routing.rs). A client that closes without DISCONNECT is logged at INFO.
+    let log = log.join().expect("stderr reader");
+    let (running, stopping) = log.split_once("SIGTERM received").unwrap_or_else(|| panic!("no SIGTERM line:\n{log}"));
+    assert!(stopping.contains("\"message\":\"stopped\""), "no shutdown line in the log:\n{log}");
+    let errors =
+        |part: &str| part.lines().filter(|l| l.contains("\"level\":\"ERROR\"")).map(String::from).collect::<Vec<_>>();
+    let before = errors(running);
+    assert!(before.is_empty(), "errors logged while running:\n{}", before.join("\n"));
+    let after: Vec<String> = errors(stopping)
+        .into_iter()
+        .filter(|l| !(l.contains("rumqttd") && (l.contains("router-drop") || l.contains("is already gone"))))
+        .collect();
+    assert!(after.is_empty(), "errors logged while stopping:\n{}", after.join("\n"));
 }
 
 #[test]
