@@ -4,8 +4,12 @@
 //! sequence number). A sensor actor steps its entry in place on each tick; when the actor
 //! panics and its supervisor starts a new one, the new actor finds the twin as the old
 //! one left it, so sequence numbers keep increasing and nothing is re-initialised.
+//!
+//! Each twin sits behind its own lock ([`TwinCell`]), which its sensor holds a reference
+//! to: a tick steps the twin without hashing its id or locking a shard of the table (the
+//! table is for lookups by id: the inspection API, restarts, benchmarks).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use dashmap::DashMap;
@@ -78,16 +82,41 @@ pub struct TwinView {
     pub interval_ms: u64,
 }
 
-/// Entries are boxed: a hash table is up to half empty after it grows, and an empty slot
-/// then costs a pointer, not a whole twin.
-pub struct Registry {
-    /// Keyed by the sensor id, shared with the sensor's directory entry and child spec.
-    twins: DashMap<Arc<str>, Box<TwinEntry>, rustc_hash::FxBuildHasher>,
+/// One twin, behind its own lock: held by the registry and by its sensor's slot, so that
+/// a tick finds it without a lookup. Outlives any actor: a restarted sensor steps the same.
+pub struct TwinCell(Mutex<TwinEntry>);
+
+impl TwinCell {
+    fn lock(&self) -> MutexGuard<'_, TwinEntry> {
+        // A panic while stepping leaves the twin as the step left it: still a twin.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Step the twin: `at` maps the next sequence number to its simulated time.
+    pub fn step(&self, at: impl FnOnce(u64) -> DateTime<Utc>) -> Arc<Envelope> {
+        let mut entry = self.lock();
+        let next = entry.twin.seq() + 1;
+        let obs = entry.twin.step(at(next));
+        entry.last = Some(LastObservation::of(&obs));
+        drop(entry);
+        Envelope::new(obs)
+    }
+
+    /// Its sequence number: observations emitted so far.
+    pub fn seq(&self) -> u64 {
+        self.lock().twin.seq()
+    }
 }
 
-/// Shards of the twin table. A twin's shard is locked while the twin steps (about a
-/// microsecond): with dashmap's default (4 per core) two workers stepping twins collided
-/// often enough to be a fifth of their waits in a profile (BENCHMARKS.md, throughput).
+/// Entries are shared (`Arc`): a hash table is up to half empty after it grows, and an
+/// empty slot then costs a pointer, not a whole twin.
+pub struct Registry {
+    /// Keyed by the sensor id, shared with the sensor's directory entry and child spec.
+    twins: DashMap<Arc<str>, Arc<TwinCell>, rustc_hash::FxBuildHasher>,
+}
+
+/// Shards of the twin table (locked only for lookups by id and for adding twins; a tick
+/// locks its twin alone).
 const SHARDS: usize = 256;
 
 impl Default for Registry {
@@ -112,36 +141,35 @@ impl Registry {
 
     /// Create the twin of a sensor unless it exists (a restart keeps the existing one).
     pub fn ensure(&self, spec: SensorSpec, seed: u64, interval: std::time::Duration) {
-        self.twins
-            .entry(spec.id.clone())
-            .or_insert_with(|| Box::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval }));
+        self.twins.entry(spec.id.clone()).or_insert_with(|| {
+            Arc::new(TwinCell(Mutex::new(TwinEntry { twin: Twin::new(spec, seed), last: None, interval })))
+        });
     }
 
-    /// The twin's key: the shared allocation of its id.
-    pub fn key(&self, id: &str) -> Option<Arc<str>> {
-        self.twins.get(id).map(|e| e.key().clone())
+    /// The twin's key (the shared allocation of its id) and the twin itself.
+    pub fn twin(&self, id: &str) -> Option<(Arc<str>, Arc<TwinCell>)> {
+        self.twins.get(id).map(|e| (e.key().clone(), e.value().clone()))
     }
 
     /// Step a twin: `at` maps the next sequence number to its simulated time.
     pub fn step(&self, id: &str, at: impl FnOnce(u64) -> DateTime<Utc>) -> Option<Arc<Envelope>> {
-        let mut entry = self.twins.get_mut(id)?;
-        let next = entry.twin.seq() + 1;
-        let obs = entry.twin.step(at(next));
-        entry.last = Some(LastObservation::of(&obs));
-        Some(Envelope::new(obs))
+        let cell = self.twins.get(id)?.value().clone();
+        Some(cell.step(at))
     }
 
     /// The district of a twin (its actor lives at `root/twins/{district}/{id}`).
     pub fn district(&self, id: &str) -> Option<Arc<str>> {
-        self.twins.get(id).map(|e| e.twin.spec().district.clone())
+        self.twins.get(id).map(|e| e.lock().twin.spec().district.clone())
     }
 
     pub fn seq(&self, id: &str) -> Option<u64> {
-        self.twins.get(id).map(|e| e.twin.seq())
+        self.twins.get(id).map(|e| e.seq())
     }
 
     pub fn view(&self, id: &str) -> Option<TwinView> {
-        self.twins.get(id).map(|e| TwinView {
+        let cell = self.twins.get(id)?.value().clone();
+        let e = cell.lock();
+        Some(TwinView {
             id: id.to_string(),
             spec: e.twin.spec().clone(),
             seq: e.twin.seq(),
@@ -156,12 +184,12 @@ impl Registry {
 
     /// How many twins have emitted at least one observation.
     pub fn ticked(&self) -> usize {
-        self.twins.iter().filter(|e| e.twin.seq() > 0).count()
+        self.twins.iter().filter(|e| e.seq() > 0).count()
     }
 
     /// Observations emitted by all twins together (the sum of their sequence numbers).
     pub fn observations(&self) -> u64 {
-        self.twins.iter().map(|e| e.twin.seq()).sum()
+        self.twins.iter().map(|e| e.seq()).sum()
     }
 
     pub fn len(&self) -> usize {
@@ -175,7 +203,7 @@ impl Registry {
     /// The ids of the twins whose spec matches, sorted.
     pub fn ids_where(&self, mut keep: impl FnMut(&SensorSpec) -> bool) -> Vec<String> {
         let mut ids: Vec<String> =
-            self.twins.iter().filter(|e| keep(e.twin.spec())).map(|e| e.key().to_string()).collect();
+            self.twins.iter().filter(|e| keep(e.lock().twin.spec())).map(|e| e.key().to_string()).collect();
         ids.sort();
         ids
     }

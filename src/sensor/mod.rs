@@ -25,7 +25,7 @@ use twins::{SensorKind, SimClock};
 use crate::actors::ActorEntry;
 use crate::faults::{SensorFaults, TickFault};
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, TwinCell};
 use crate::sinks::SinkSet;
 use ticker::Ticker;
 
@@ -104,14 +104,22 @@ pub struct SensorSlot {
     pub entry: Arc<ActorEntry>,
     pub interval: Duration,
     pub kind: SensorKind,
+    /// Its twin, as the registry holds it (`None`: the registry had no twin for it, and
+    /// the actor fails to start).
+    pub twin: Option<Arc<TwinCell>>,
     /// Its ticker found it still busy with its last message and sends nothing more until
     /// the actor, done with it, re-arms itself (see [`ticker`]).
     pub parked: std::sync::atomic::AtomicBool,
 }
 
 impl SensorSlot {
-    pub fn new(entry: Arc<ActorEntry>, interval: Duration, kind: SensorKind) -> SensorSlot {
-        SensorSlot { entry, interval, kind, parked: std::sync::atomic::AtomicBool::new(false) }
+    pub fn new(
+        entry: Arc<ActorEntry>,
+        interval: Duration,
+        kind: SensorKind,
+        twin: Option<Arc<TwinCell>>,
+    ) -> SensorSlot {
+        SensorSlot { entry, interval, kind, twin, parked: std::sync::atomic::AtomicBool::new(false) }
     }
 }
 
@@ -215,20 +223,19 @@ impl SensorState {
         }
         let shift = ctx.faults.slot_shift(id);
         let mut due = now;
-        let env = ctx.registry.step(id, |n| {
+        // Checked in `pre_start`: a slot without a twin starts no actor.
+        let Some(twin) = &self.slot().twin else {
+            return Err(format!("sensor {id}: no twin in the registry").into());
+        };
+        let env = twin.step(|n| {
             due = ctx.real_start.get().unwrap_or(now) + self.due_offset(n + shift);
             self.observed_at(n + shift)
         });
         ctx.metrics.tick_lateness.observe(now.saturating_duration_since(due).as_secs_f64());
-        match env {
-            Some(env) => {
-                self.district.generated(self.slot().kind).inc();
-                let env = if fault == TickFault::OutOfRange { crate::faults::sensors::out_of_range(&env) } else { env };
-                ctx.sinks.offer(env).await;
-                Ok(())
-            }
-            None => Err(format!("sensor {}: twin vanished from the registry", self.id()).into()),
-        }
+        self.district.generated(self.slot().kind).inc();
+        let env = if fault == TickFault::OutOfRange { crate::faults::sensors::out_of_range(&env) } else { env };
+        ctx.sinks.offer(env).await;
+        Ok(())
     }
 }
 
@@ -246,7 +253,7 @@ impl Actor for SensorActor {
         let Some(slot) = district.sensors.get(index as usize) else {
             return Err(format!("district {}: no sensor #{index}", district.name).into());
         };
-        let Some(start_seq) = district.ctx.registry.seq(&slot.entry.name) else {
+        let Some(start_seq) = slot.twin.as_ref().map(|t| t.seq()) else {
             return Err(format!("sensor {}: no twin in the registry", slot.entry.name).into());
         };
         district.ctx.metrics.twins_running.inc();

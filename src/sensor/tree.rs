@@ -97,7 +97,10 @@ pub fn twins_supervisor(
         let parent: Arc<str> = path.as_str().into();
         for s in members {
             // One allocation of the id, shared by the twin's key, this entry and the child spec.
-            let id = ctx.registry.key(&s.id).unwrap_or_else(|| s.id.as_str().into());
+            let (id, twin) = match ctx.registry.twin(&s.id) {
+                Some((id, twin)) => (id, Some(twin)),
+                None => (s.id.as_str().into(), None),
+            };
             let sensor_entry = dir.add(ActorEntry::new(
                 format!("{path}/{id}"),
                 id,
@@ -107,7 +110,7 @@ pub fn twins_supervisor(
                 None,
                 Arc::default(),
             ));
-            slots.push(SensorSlot::new(sensor_entry, s.interval, s.kind));
+            slots.push(SensorSlot::new(sensor_entry, s.interval, s.kind, twin));
         }
         let shared = District::new(district.clone(), ctx.clone(), slots);
         let spec = SupervisorSpec { start_concurrency: START_CONCURRENCY, ..spec_of(&format!("district:{district}")) };
