@@ -101,7 +101,7 @@ impl SinkBuilder<'_> {
             Some("root/sinks".into()),
             Some(self.stats.clone()),
             None,
-            handle.mailbox.clone(),
+            handle.mailbox.clone().into(),
         ));
         (handle, entry)
     }
@@ -257,7 +257,7 @@ impl Runtime {
             None,
             None,
             Some(root_stats.clone()),
-            Arc::default(),
+            Default::default(),
         ));
         let sinks_entry = dir.add(ActorEntry::new(
             "root/sinks".into(),
@@ -266,7 +266,7 @@ impl Runtime {
             Some("root".into()),
             Some(root_stats.clone()),
             Some(sinks_stats.clone()),
-            Arc::default(),
+            Default::default(),
         ));
 
         // Sinks: their queues exist before any sensor can emit.
@@ -394,7 +394,7 @@ impl Runtime {
                 Some("root".into()),
                 Some(root_stats.clone()),
                 Some(consumers_stats.clone()),
-                Arc::default(),
+                Default::default(),
             ));
             let entry = dir.add(ActorEntry::new(
                 "root/consumers/redpanda".into(),
@@ -403,7 +403,7 @@ impl Runtime {
                 Some("root/consumers".into()),
                 Some(consumers_stats.clone()),
                 None,
-                Arc::default(),
+                Default::default(),
             ));
             let handle = ConsumerHandle::new("redpanda", c.clone(), sink);
             consumer = Some(handle.clone());
@@ -452,7 +452,7 @@ impl Runtime {
                 Some("root".into()),
                 Some(root_stats.clone()),
                 Some(distributor_stats.clone()),
-                Arc::default(),
+                Default::default(),
             ));
             let shared = Arc::new(d.clone());
             let mut children = Vec::new();
@@ -466,7 +466,7 @@ impl Runtime {
                     Some("root/distributor".into()),
                     Some(distributor_stats.clone()),
                     None,
-                    Arc::default(),
+                    Default::default(),
                 ));
                 distributor.push(handle.clone());
                 children.push(ChildSpec::new(name, "consumer", Restart::Permanent, move |sup| {

@@ -73,7 +73,7 @@ pub fn twins_supervisor(
         Some(parent.into()),
         Some(parent_stats.clone()),
         Some(tree.twins.clone()),
-        Arc::default(),
+        Default::default(),
     ));
     let mut by_district: BTreeMap<String, Vec<&SensorConfig>> = BTreeMap::new();
     for s in sensors {
@@ -91,7 +91,7 @@ pub fn twins_supervisor(
             Some(twins_path.as_str().into()),
             Some(tree.twins.clone()),
             Some(stats.clone()),
-            Arc::default(),
+            Default::default(),
         ));
         let mut slots = Vec::with_capacity(members.len());
         let parent: Arc<str> = path.as_str().into();
@@ -108,7 +108,7 @@ pub fn twins_supervisor(
                 Some(parent.clone()),
                 Some(stats.clone()),
                 None,
-                Arc::default(),
+                Default::default(),
             ));
             slots.push(SensorSlot::new(sensor_entry, s.interval, s.kind, twin));
         }

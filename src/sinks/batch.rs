@@ -519,7 +519,7 @@ mod tests {
             None,
             None,
             None,
-            mailbox,
+            mailbox.into(),
         ));
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
