@@ -69,9 +69,19 @@ fn bench_quick_runs_every_scenario_and_prints_their_figures() {
     );
     let f = &m["figures"]["qos1_twins"];
     assert_eq!(f["received"], f["sent"], "every QoS 1 message of the twins reached the subscriber: {f}");
-    for q in ["qos0_mosquitto_pub", "qos0_rumqttc", "qos0_twins", "qos1_mosquitto_pub", "qos1_rumqttc", "qos1_twins"] {
+    for q in [
+        "qos0_mosquitto_pub",
+        "qos0_rumqttc",
+        "qos0_twins",
+        "qos0_small_fleet",
+        "qos1_mosquitto_pub",
+        "qos1_rumqttc",
+        "qos1_twins",
+    ] {
         assert!(m["figures"][q]["received"].as_u64().is_some_and(|n| n > 0), "{q}: {m}");
     }
+    assert_eq!(m["figures"]["qos0_small_fleet"]["twins"], m["params"]["small_fleet"], "{m}");
+    assert!(m["figures"]["qos0_small_fleet"]["ratio_to_best_bare"].as_f64().is_some_and(|r| r > 0.0), "{m}");
 
     let s = by_name("steady");
     expect_fields(

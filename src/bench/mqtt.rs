@@ -7,6 +7,10 @@
 //! after a warm-up of a tenth as many. The twins are offered 1.2 times the best bare rate
 //! (their interval is set from it), so they can match it only if the runtime keeps up;
 //! what their sink's queue cannot hold is dropped and counted, as in production.
+//!
+//! At QoS 0 a second, smaller fleet (`--small-fleet`, 200 twins) is offered the same rate:
+//! with fewer twins each one's memory stays in cache between its ticks, and the gap
+//! between the two fleets is what that costs (reported, not checked).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -40,6 +44,11 @@ pub struct MqttArgs {
     /// The runtime's `runtime.sink_threads` (default: the configuration's default, 1).
     #[arg(long)]
     pub sink_threads: Option<usize>,
+    /// Twins of a second, smaller fleet run at QoS 0 for comparison, offered the same rate
+    /// (default 200, enough for 200k msg/s at the 1 ms shortest interval; --quick 20; 0: none). Not checked: it shows how much of a tick's cost
+    /// comes from each twin's memory going cold between its ticks (BENCHMARKS.md).
+    #[arg(long)]
+    pub small_fleet: Option<u64>,
 }
 
 const MIN_RATIO: f64 = 0.9;
@@ -282,6 +291,12 @@ async fn run_rumqttc(
     Ok(Run { rate: got as f64 / secs, received, sent: warm + n })
 }
 
+/// The interval, in µs, that offers `offered` messages per second from `twins` twins (at
+/// least 1 ms, the smallest the configuration takes: then fewer are offered).
+fn interval_us(twins: u64, offered: f64) -> u64 {
+    ((twins as f64 / offered) * 1e6).max(1000.0) as u64
+}
+
 /// The twins through the runtime (its MQTT sink), offered `offered` messages per second.
 #[allow(clippy::too_many_arguments)]
 async fn run_twins(
@@ -296,7 +311,7 @@ async fn run_twins(
     n: u64,
     sink_threads: Option<usize>,
 ) -> Result<(Run, u64), String> {
-    let interval_us = ((twins as f64 / offered) * 1e6).max(1000.0) as u64;
+    let interval_us = interval_us(twins, offered);
     let sink = format!(
         "[[sinks.mqtt]]\nname = \"bench\"\nurl = \"mqtt://127.0.0.1:{}\"\nqos = {qos}\nqueue_capacity = 100000\nmax_inflight = {inflight}\nclient_id = \"bench-twins-{qos}\"\n",
         b.port
@@ -322,6 +337,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     let twins = a.twins.unwrap_or(if quick { 200 } else { 10_000 }).max(1);
     let kind = a.kind.unwrap_or_else(|| "light".into());
     let inflight = a.inflight.unwrap_or(100);
+    let small_fleet = a.small_fleet.unwrap_or(if quick { 20 } else { 200 });
     let k = *parse_kinds(&kind)?.first().ok_or("--kind: no sensor type")?;
     if parse_kinds(&kind)?.len() != 1 {
         return Err("--kind: one sensor type".into());
@@ -350,6 +366,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     if let Some(t) = a.sink_threads {
         report.param("sink_threads", t);
     }
+    report.param("small_fleet", small_fleet);
     let broker = Broker::start()?;
     for qos in [0u8, 1] {
         let counter = Counter::start(broker.port, qos_of(qos)).await?;
@@ -382,6 +399,23 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
             }
         }
         report.figure(&format!("qos{qos}_twins_dropped_at_queue"), dropped);
+        if qos == 0 && small_fleet > 0 {
+            let (small, small_dropped) =
+                run_twins(&broker, &counter, qos, &kind, small_fleet, best * 1.2, inflight, warm, n, a.sink_threads)
+                    .await?;
+            report.figure(
+                "qos0_small_fleet",
+                json!({
+                    "twins": small_fleet,
+                    "offered_per_s": round3(small_fleet as f64 * 1e6 / interval_us(small_fleet, best * 1.2) as f64),
+                    "msg_per_s": round3(small.rate),
+                    "sent": small.sent,
+                    "received": small.received,
+                    "dropped_at_queue": small_dropped,
+                    "ratio_to_best_bare": round3(small.rate / best),
+                }),
+            );
+        }
         report.figure(&format!("qos{qos}_best_bare_msg_per_s"), round3(best));
         report.check(Check::at_least(&format!("qos{qos}_ratio_twins_to_best_bare"), round3(ratio), MIN_RATIO));
         drop(counter);
