@@ -143,10 +143,12 @@ pub struct SinkStats {
     connected_gauge: prometheus::IntGauge,
     last_success_ms: AtomicU64,
     last_error: Mutex<Option<(String, u64)>>,
-    /// Per sensor: highest sequence number delivered, gaps and duplicates.
-    delivered_seq: DashMap<String, SeqTrack, rustc_hash::FxBuildHasher>,
+    /// Per sensor: highest sequence number delivered, gaps and duplicates. Keyed by the
+    /// observation's own id (for a sensor's, the allocation its twin shares): comparing a
+    /// key reads the line the hash just read, not a copy elsewhere.
+    delivered_seq: DashMap<Arc<str>, SeqTrack, rustc_hash::FxBuildHasher>,
     /// Sensors with anything lost or duplicated (for the worst-sensors view).
-    troubled: DashMap<String, (), rustc_hash::FxBuildHasher>,
+    troubled: DashMap<Arc<str>, (), rustc_hash::FxBuildHasher>,
     /// Sequences start at 1 here (false for sinks only a consumer writes to).
     from_one: AtomicBool,
     /// Samples of the counters, for the 1 min / 1 h windows.
@@ -220,9 +222,9 @@ impl SinkStats {
     }
 
     /// Remember a sensor with something lost or duplicated (allocating only the first time).
-    fn trouble(&self, id: &str) {
+    fn trouble(&self, id: &Arc<str>) {
         if !self.troubled.contains_key(id) {
-            self.troubled.insert(id.to_string(), ());
+            self.troubled.insert(id.clone(), ());
         }
     }
 
@@ -239,14 +241,14 @@ impl SinkStats {
         self.sent.inc();
         self.latency.observe(clock.at.saturating_duration_since(env.emitted).as_secs_f64());
         self.last_success_ms.store(clock.ms, Ordering::Relaxed);
-        let (seq, id): (u64, &str) = (env.obs.seq, &env.obs.sensor_id);
+        let (seq, id): (u64, &Arc<str>) = (env.obs.seq, &env.obs.sensor_id);
         let from_one = self.from_one.load(Ordering::Relaxed);
-        let outcome = match self.delivered_seq.get_mut(id) {
+        let outcome = match self.delivered_seq.get_mut(&**id) {
             Some(mut t) => t.deliver(seq, from_one),
             None => {
                 let mut t = SeqTrack::default();
                 let o = t.deliver(seq, from_one);
-                self.delivered_seq.insert(id.to_string(), t);
+                self.delivered_seq.insert(id.clone(), t);
                 o
             }
         };
@@ -271,13 +273,13 @@ impl SinkStats {
     pub fn dropped_one(&self, env: &Envelope) {
         self.dropped.inc();
         env.settle(false);
-        let (seq, id): (u64, &str) = (env.obs.seq, &env.obs.sensor_id);
-        let newly_lost = match self.delivered_seq.get_mut(id) {
+        let (seq, id): (u64, &Arc<str>) = (env.obs.seq, &env.obs.sensor_id);
+        let newly_lost = match self.delivered_seq.get_mut(&**id) {
             Some(mut t) => t.drop_seq(seq),
             None => {
                 let mut t = SeqTrack::default();
                 let lost = t.drop_seq(seq);
-                self.delivered_seq.insert(id.to_string(), t);
+                self.delivered_seq.insert(id.clone(), t);
                 lost
             }
         };
@@ -310,7 +312,7 @@ impl SinkStats {
             .filter_map(|e| {
                 let t = self.delivered_seq.get(e.key())?;
                 Some(SensorDelivery {
-                    sensor: e.key().clone(),
+                    sensor: e.key().to_string(),
                     delivered_seq: t.highest,
                     lost: t.lost,
                     duplicates: t.duplicates,
