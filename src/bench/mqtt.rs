@@ -45,8 +45,9 @@ pub struct MqttArgs {
     #[arg(long)]
     pub sink_threads: Option<usize>,
     /// Twins of a second, smaller fleet run at QoS 0 for comparison, offered the same rate
-    /// (default 200, enough for 200k msg/s at the 1 ms shortest interval; --quick 20; 0: none). Not checked: it shows how much of a tick's cost
-    /// comes from each twin's memory going cold between its ticks (BENCHMARKS.md).
+    /// (default 200, enough for 200k msg/s at the shortest interval, 1 ms; --quick 20; 0:
+    /// none). Not checked: it shows how much of a tick's cost comes from each twin's memory
+    /// going cold between its ticks (BENCHMARKS.md).
     #[arg(long)]
     pub small_fleet: Option<u64>,
 }
