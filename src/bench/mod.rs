@@ -347,6 +347,11 @@ fn run_each_alone(quick: bool) -> ExitCode {
 /// Run what the command line asks; the exit code says whether every target was met (0),
 /// some were missed (1), or a scenario could not run (2).
 pub fn main(args: BenchArgs) -> ExitCode {
+    let quick = args.quick;
+    let scenario = match args.scenario {
+        None | Some(Scenario::All) => return run_each_alone(quick),
+        Some(s) => s,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -354,41 +359,26 @@ pub fn main(args: BenchArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let quick = args.quick;
-    let scenarios: Vec<Scenario> = match args.scenario.unwrap_or(Scenario::All) {
+    let result = match scenario {
         Scenario::All => return run_each_alone(quick),
         Scenario::Component(c) => return rt.block_on(density::component(c)),
-        one => vec![one],
+        Scenario::Density(a) => rt.block_on(density::run(a, quick)),
+        Scenario::Throughput(a) => rt.block_on(throughput::run(a, quick)),
+        Scenario::Mqtt(a) => rt.block_on(mqtt::run(a, quick)),
+        Scenario::Steady(a) => rt.block_on(steady::run(a, quick)),
+        Scenario::Consumer(a) => rt.block_on(consumer::run(a, quick)),
     };
-    let mut code = ExitCode::SUCCESS;
-    let mut failed = false;
-    for s in scenarios {
-        let result = rt.block_on(async {
-            match s {
-                Scenario::Density(a) => density::run(a, quick).await,
-                Scenario::Throughput(a) => throughput::run(a, quick).await,
-                Scenario::Mqtt(a) => mqtt::run(a, quick).await,
-                Scenario::Steady(a) => steady::run(a, quick).await,
-                Scenario::Consumer(a) => consumer::run(a, quick).await,
-                Scenario::All | Scenario::Component(_) => Err("not a scenario".to_string()),
-            }
-        });
-        match result {
-            Ok(report) => {
-                println!("{}", report.to_json());
-                eprint!("{}", report.summary());
-                if !report.ok() && !failed {
-                    code = ExitCode::from(1);
-                }
-            }
-            Err(e) => {
-                eprintln!("twinrt bench: {e}");
-                failed = true;
-                code = ExitCode::from(2);
-            }
+    let code = match result {
+        Ok(report) => {
+            println!("{}", report.to_json());
+            eprint!("{}", report.summary());
+            ExitCode::from(if report.ok() { 0 } else { 1 })
         }
-        trim_memory();
-    }
+        Err(e) => {
+            eprintln!("twinrt bench: {e}");
+            ExitCode::from(2)
+        }
+    };
     // Actors of a finished scenario may still be winding down: do not wait for them.
     rt.shutdown_timeout(Duration::from_secs(1));
     code
