@@ -66,6 +66,19 @@ pub struct MqttSinkState {
     fault_backoff: Duration,
 }
 
+/// How a pump ended.
+enum Pumped {
+    /// It handed this many publishes over and stopped because the queue ran dry or the
+    /// batch was done ([`SinkHandle::pumped`] decides what comes next).
+    Sent(usize),
+    /// It could not publish (not connected): offers wake the sink again.
+    Stopped,
+    /// It could not publish now, and a pump is already on its way (the task waiting for
+    /// room in the client's channel sends one, as do a hold's and a retry's timers): offers
+    /// need not wake the sink.
+    Pending,
+}
+
 /// One connection: its own client (and so its own request channel) and its own ledger.
 /// When the connection ends, the I/O task drops the event loop first (so the client takes
 /// nothing more), then gives everything in the ledger back to the queue: nothing handed to
@@ -262,32 +275,38 @@ impl MqttSinkState {
     /// itself ([`SinkHandle::pumped`]): every exit either clears the pending wake-up
     /// (`woken`, then offers wake it) or leaves a pump on its way.
     fn pump(&mut self, myself: &ActorRef<SinkMsg>) {
-        let sent = self.pump_batch(myself);
-        match sent {
-            // Stopped for another reason (disconnected, blocked, held, failed): offers, or
-            // the event that ends the reason, wake it.
-            None => self.handle.woken(),
-            Some(n) => self.handle.pumped(myself, n, n >= PUMP_BATCH),
+        match self.pump_batch(myself) {
+            Pumped::Sent(n) => self.handle.pumped(myself, n, n >= PUMP_BATCH),
+            // Not connected: offers wake it again (the connection's event pumps too).
+            Pumped::Stopped => self.handle.woken(),
+            // Blocked, held or retrying: a pump is already on its way, and offers need not
+            // wake it meanwhile. Under overload the client's channel is full most of the
+            // time: waking the sink then cost each offer a message and, when the sink's
+            // thread slept, a system call, for a pump that could do nothing.
+            Pumped::Pending => {}
         }
     }
 
-    /// Publish up to [`PUMP_BATCH`]: how many were handed over when the queue ran dry or
-    /// the batch was done, `None` when something else stopped it.
-    fn pump_batch(&mut self, myself: &ActorRef<SinkMsg>) -> Option<usize> {
-        if !self.connected || self.blocked.load(std::sync::atomic::Ordering::Acquire) {
-            return None;
+    /// Publish up to [`PUMP_BATCH`]. See [`Pumped`] for how it ends.
+    fn pump_batch(&mut self, myself: &ActorRef<SinkMsg>) -> Pumped {
+        if !self.connected {
+            return Pumped::Stopped;
         }
-        let conn = lock(&self.current).clone()?;
+        if self.blocked.load(std::sync::atomic::Ordering::Acquire) {
+            // The task that waits for room pumps when the publish went through.
+            return Pumped::Pending;
+        }
+        let Some(conn) = lock(&self.current).clone() else { return Pumped::Stopped };
         if let Some(t) = self.hold_until {
             if tokio::time::Instant::now() < t {
-                return None; // a pump is scheduled for then
+                return Pumped::Pending; // a pump is scheduled for then
             }
             self.hold_until = None;
         }
         let q = qos(self.config.qos);
         for sent in 0..PUMP_BATCH {
             if self.handle.queue_len() == 0 {
-                return Some(sent);
+                return Pumped::Sent(sent);
             }
             if !std::mem::take(&mut self.release_one) {
                 if let Some(v) = self.handle.faults.check() {
@@ -298,16 +317,16 @@ impl MqttSinkState {
                         let wait = self.fault_backoff;
                         self.fault_backoff = (self.fault_backoff * 2).min(self.config.reconnect_max);
                         self.hold(myself, jitter(wait));
-                        return None;
+                        return Pumped::Pending;
                     }
                     if !v.delay.is_zero() {
                         self.release_one = true;
                         self.hold(myself, v.delay);
-                        return None;
+                        return Pumped::Pending;
                     }
                 }
             }
-            let Some(env) = self.handle.pop() else { return Some(sent) };
+            let Some(env) = self.handle.pop() else { return Pumped::Sent(sent) };
             let topic = format!("{}/{}/{}", self.config.topic_prefix, env.obs.kind.as_str(), env.obs.sensor_id);
             let mut payload = Vec::with_capacity(384);
             env.obs.write_mqtt_json(&mut payload);
@@ -336,7 +355,7 @@ impl MqttSinkState {
                             handle.mailbox.unenqueue();
                         }
                     });
-                    return None;
+                    return Pumped::Pending;
                 }
                 Err(_) => {
                     // Full (try again shortly) or closed (the I/O task reports the loss).
@@ -347,12 +366,12 @@ impl MqttSinkState {
                     self.handle.set_in_flight(ledger.len());
                     drop(ledger);
                     self.schedule_retry(myself);
-                    return None;
+                    return if self.retry_scheduled { Pumped::Pending } else { Pumped::Stopped };
                 }
             }
         }
         // More may be waiting: continue at once, after the mailbox had its turn.
-        Some(PUMP_BATCH)
+        Pumped::Sent(PUMP_BATCH)
     }
 
     /// Publish nothing for `d`, then pump again.
@@ -468,4 +487,90 @@ fn complete(ledger: &Mutex<InFlight>, handle: &SinkHandle, pkid: u16) {
 fn jitter(d: Duration) -> Duration {
     let f = 0.8 + rand::random::<f64>() * 0.4;
     d.mul_f64(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::{ActorKind, Mailbox};
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::sinks::queue::tests::env;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn until(what: &str, cond: impl FnMut() -> bool) {
+        crate::bench::wait_for(what, Duration::from_secs(10), cond).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Offers made while the client's request channel is full do not wake the sink: the task
+    /// waiting for room pumps once the publish went through. (Before, each offer sent the
+    /// sink a `Pump` that found it blocked: under overload, a message and often a system
+    /// call per observation, for nothing.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn offers_while_the_client_is_blocked_do_not_wake_the_sink() {
+        // A broker that answers the CONNECT, then reads nothing more: with a small receive
+        // buffer the client's writes stall after a few KiB, and its request channel fills.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+        socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let listener = socket.listen(1).expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let broker = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut connect = [0u8; 512];
+            let _ = s.read(&mut connect).await;
+            let _ = s.write_all(&[0x20, 0x02, 0x00, 0x00]).await; // CONNACK, accepted
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            drop(s);
+        });
+        let text = format!(
+            "[[sinks.mqtt]]\nname = \"stalled\"\nurl = \"mqtt://127.0.0.1:{port}\"\nqos = 0\nqueue_capacity = 100000\n"
+        );
+        let config = Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}"));
+        let cfg = config.sinks.mqtt[0].clone();
+        let m = Metrics::new();
+        let handle = SinkHandle::new("stalled", "mqtt", cfg.url(), cfg.queue_capacity, &m);
+        let entry = Arc::new(ActorEntry::new(
+            "root/sinks/stalled".into(),
+            "stalled".into(),
+            ActorKind::Sink,
+            None,
+            None,
+            None,
+            Arc::new(Mailbox::default()).into(),
+        ));
+        let args = MqttSinkArgs { handle: handle.clone(), config: cfg, entry };
+        let (actor, task) = Actor::spawn(None, MqttSink, args).await.expect("spawn");
+        until("the sink to be connected", || handle.stats.connected.load(std::sync::atomic::Ordering::Relaxed)).await;
+        // Enough to fill the socket's buffers and the client's channel.
+        for s in 1..=20_000 {
+            handle.offer(env(s));
+        }
+        // Blocked: its channel full, publishes left in the queue, and nothing moving for a
+        // while (the socket's buffers take writes for some time before they are full).
+        let mut last = (usize::MAX, Instant::now());
+        until("the client to block (its channel full, the queue still for 300 ms)", || {
+            let q = handle.queue_len();
+            if q != last.0 {
+                last = (q, Instant::now());
+            }
+            handle.in_flight() > REQUEST_CHANNEL && q > 0 && last.1.elapsed() >= Duration::from_millis(300)
+        })
+        .await;
+        assert_eq!(handle.mailbox.depth(), 0, "a blocked sink has nothing left in its mailbox");
+        let queued = handle.queue_len();
+        let pumps = handle.mailbox.handled_total();
+        for s in 20_001..=20_500 {
+            handle.offer(env(s));
+            // The actor handles whatever the offer sent before the next one comes.
+            until("the actor to handle what was sent", || handle.mailbox.depth() == 0).await;
+        }
+        let during = handle.mailbox.handled_total() - pumps;
+        assert_eq!(handle.queue_len(), queued + 500, "the client took publishes while it was said to be blocked");
+        assert!(during <= 1, "500 offers while the client was blocked woke the sink {during} times");
+        actor.stop(None);
+        let _ = task.await;
+        broker.abort();
+    }
 }
