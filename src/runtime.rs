@@ -63,6 +63,8 @@ pub enum StartError {
     Spill { sink: String, source: crate::sinks::spill::SpillError },
     #[error("cannot start the sinks' {threads} thread(s) (runtime.sink_threads): {source}")]
     SinkThreads { threads: usize, source: std::io::Error },
+    #[error("cannot start the sensors' {threads} thread(s) (runtime.sensor_threads): {source}")]
+    SensorThreads { threads: usize, source: std::io::Error },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -168,25 +170,49 @@ pub struct Runtime {
     http_stop: tokio::sync::oneshot::Sender<()>,
     http_task: JoinHandle<()>,
     /// Where the sink actors run: kept until the runtime stops.
-    _sink_scheduler: SinkScheduler,
+    _sink_scheduler: Scheduler,
+    /// Where the twins' supervisors, sensor actors and tickers run: the same.
+    _sensor_scheduler: Scheduler,
 }
 
-/// The sinks' own tokio runtime (`runtime.sink_threads` threads named `twinrt-sinks`).
+/// A tokio runtime of the runtime's own, for one part of the tree.
 ///
-/// Sensors and sinks on one scheduler: under load, a sink actor is one task among
-/// thousands of ready sensors, polled once per round of them, and falls behind what they
-/// produce (the throughput benchmark measured the null sink busy 45 % of the time while its
-/// queue overflowed). On threads of their own, sinks get their share from the system.
-pub struct SinkScheduler(Option<tokio::runtime::Runtime>);
+/// - The sinks' ([`Scheduler::sinks`], `runtime.sink_threads` threads named
+///   `twinrt-sinks`). Sensors and sinks on one scheduler: under load, a sink actor is one
+///   task among thousands of ready sensors, polled once per round of them, and falls behind
+///   what they produce (the throughput benchmark measured the null sink busy 45 % of the
+///   time while its queue overflowed). On threads of their own, sinks get their share from
+///   the system.
+/// - The sensors' ([`Scheduler::sensors`], `runtime.sensor_threads` threads named
+///   `twinrt-sensors`, `runtime.sensor_nice` steps of nice below the process, 0 by default). The control plane
+///   (HTTP, the root supervisor, consumers, the distributor) stays on the caller's runtime:
+///   a million busy sensor actors do not sit in the queues of the threads that answer the
+///   inspection API. Threads of their own do not keep overloaded sensors from taking the
+///   CPU from delivery: the system shares it by thread, and the sensors' threads outnumber
+///   the sink's. At a higher nice they get what delivery (and a broker on the same
+///   machine) leaves; when the CPU is not short, nice changes nothing. On 2 cores with
+///   Mosquitto beside it that delivered 22 % more at QoS 0 and 8-10 % less at QoS 1
+///   (BENCHMARKS.md), hence a setting, not the default.
+pub struct Scheduler(Option<tokio::runtime::Runtime>);
 
-impl SinkScheduler {
-    pub fn new(threads: usize) -> std::io::Result<SinkScheduler> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("twinrt-sinks")
-            .enable_all()
-            .build()?;
-        Ok(SinkScheduler(Some(rt)))
+impl Scheduler {
+    pub fn sinks(threads: usize) -> std::io::Result<Scheduler> {
+        Scheduler::new("twinrt-sinks", threads, 0)
+    }
+
+    pub fn sensors(threads: usize, nice: u8) -> std::io::Result<Scheduler> {
+        Scheduler::new("twinrt-sensors", threads, nice)
+    }
+
+    fn new(name: &str, threads: usize, nice: u8) -> std::io::Result<Scheduler> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads.max(1)).thread_name(name).enable_all();
+        if nice > 0 {
+            let name = name.to_string();
+            // Every thread of the runtime, its blocking ones included, as each starts.
+            b.on_thread_start(move || lower_priority(&name, nice));
+        }
+        Ok(Scheduler(Some(b.build()?)))
     }
 
     pub fn handle(&self) -> Option<tokio::runtime::Handle> {
@@ -194,14 +220,45 @@ impl SinkScheduler {
     }
 }
 
-impl Drop for SinkScheduler {
-    /// Without waiting (a runtime dropped from async code would panic): by then the sink
-    /// actors have stopped.
+impl Drop for Scheduler {
+    /// Without waiting (a runtime dropped from async code would panic): by then its actors
+    /// have stopped.
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
     }
+}
+
+/// Raise the calling thread's nice value by `nice` (capped at 19; raising it needs no
+/// privilege). A failure is logged once per scheduler name and changes nothing else.
+fn lower_priority(name: &str, nice: u8) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and the errno location have no preconditions; getpriority and
+        // setpriority read their integers only.
+        let rc = unsafe {
+            let tid = libc::gettid() as libc::id_t;
+            *libc::__errno_location() = 0;
+            let current = libc::getpriority(libc::PRIO_PROCESS, tid);
+            if current == -1 && *libc::__errno_location() != 0 {
+                -1
+            } else {
+                libc::setpriority(libc::PRIO_PROCESS, tid, (current + i32::from(nice)).min(19))
+            }
+        };
+        if rc != 0 {
+            static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if !warned.iter().any(|n| n == name) {
+                warned.push(name.to_string());
+                let e = std::io::Error::last_os_error();
+                tracing::warn!(threads = name, nice, error = %e, "cannot lower the threads' priority: they run at the process's");
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (name, nice);
 }
 
 struct MetricsObserver {
@@ -333,7 +390,7 @@ impl Runtime {
             }
         }
         let SinkBuilder { handles, children: sink_children, .. } = builder;
-        let sink_scheduler = SinkScheduler::new(config.runtime.sink_threads)
+        let sink_scheduler = Scheduler::sinks(config.runtime.sink_threads)
             .map_err(|source| StartError::SinkThreads { threads: config.runtime.sink_threads, source })?;
         let sink_children: Vec<ChildSpec> = match sink_scheduler.handle() {
             Some(rt) => sink_children.into_iter().map(|c| c.on(rt.clone())).collect(),
@@ -489,6 +546,14 @@ impl Runtime {
         }
         let (twins_sup, twins_tree) =
             twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
+        let sensor_scheduler = Scheduler::sensors(config.runtime.sensor_threads, config.runtime.sensor_nice)
+            .map_err(|source| StartError::SensorThreads { threads: config.runtime.sensor_threads, source })?;
+        // The twins' supervisor, and so every district supervisor, sensor actor and ticker
+        // under it, started and restarted on the sensors' scheduler.
+        let twins_sup = match sensor_scheduler.handle() {
+            Some(rt) => twins_sup.on(rt),
+            None => twins_sup,
+        };
         let directory = Arc::new(dir);
         let faults = FaultEngine::new(registry.clone(), directory.clone(), sinks.clone(), sensor_faults);
 
@@ -585,6 +650,7 @@ impl Runtime {
             http_stop,
             http_task,
             _sink_scheduler: sink_scheduler,
+            _sensor_scheduler: sensor_scheduler,
         })
     }
 

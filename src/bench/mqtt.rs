@@ -44,6 +44,10 @@ pub struct MqttArgs {
     /// The runtime's `runtime.sink_threads` (default: the configuration's default, 1).
     #[arg(long)]
     pub sink_threads: Option<usize>,
+    /// The runtime's `runtime.sensor_nice` (default: the configuration's default, 0): the
+    /// sensors' threads below delivery when the CPU is short.
+    #[arg(long)]
+    pub sensor_nice: Option<u8>,
     /// Twins of a second, smaller fleet run at QoS 0 for comparison, offered the same rate
     /// (default 200, enough for 200k msg/s at the shortest interval, 1 ms; --quick 20; 0:
     /// none). Not checked: it shows how much of a tick's cost comes from each twin's memory
@@ -298,6 +302,13 @@ fn interval_us(twins: u64, offered: f64) -> u64 {
     ((twins as f64 / offered) * 1e6).max(1000.0) as u64
 }
 
+/// Runtime settings the scenario's options may change.
+#[derive(Clone, Copy)]
+struct Tuning {
+    sink_threads: Option<usize>,
+    sensor_nice: Option<u8>,
+}
+
 /// The twins through the runtime (its MQTT sink), offered `offered` messages per second.
 #[allow(clippy::too_many_arguments)]
 async fn run_twins(
@@ -310,7 +321,7 @@ async fn run_twins(
     inflight: u16,
     warm: u64,
     n: u64,
-    sink_threads: Option<usize>,
+    tuning: Tuning,
 ) -> Result<(Run, u64), String> {
     let interval_us = interval_us(twins, offered);
     let sink = format!(
@@ -319,8 +330,11 @@ async fn run_twins(
     );
     let kinds = parse_kinds(kind)?;
     let mut text = super::fleet_config(twins, 1, &kinds, Duration::from_micros(interval_us), &sink);
-    if let Some(t) = sink_threads {
+    if let Some(t) = tuning.sink_threads {
         text = text.replacen("[runtime]\n", &format!("[runtime]\nsink_threads = {t}\n"), 1);
+    }
+    if let Some(n) = tuning.sensor_nice {
+        text = text.replacen("[runtime]\n", &format!("[runtime]\nsensor_nice = {n}\n"), 1);
     }
     let config = Config::parse(&text, "bench mqtt", &[]).map_err(|e| e.to_string())?;
     let base = c.get();
@@ -367,6 +381,10 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     if let Some(t) = a.sink_threads {
         report.param("sink_threads", t);
     }
+    if let Some(n) = a.sensor_nice {
+        report.param("sensor_nice", n);
+    }
+    let tuning = Tuning { sink_threads: a.sink_threads, sensor_nice: a.sensor_nice };
     report.param("small_fleet", small_fleet);
     let broker = Broker::start()?;
     for qos in [0u8, 1] {
@@ -381,7 +399,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
             return Err(format!("QoS {qos}: no bare client delivered all its messages"));
         }
         let (tw, dropped) =
-            run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n, a.sink_threads).await?;
+            run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n, tuning).await?;
         let ratio = tw.rate / best;
         for (name, r) in [("mosquitto_pub", &mp), ("rumqttc", &rq), ("twins", &tw)] {
             report.figure(
@@ -402,8 +420,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
         report.figure(&format!("qos{qos}_twins_dropped_at_queue"), dropped);
         if qos == 0 && small_fleet > 0 {
             let (small, small_dropped) =
-                run_twins(&broker, &counter, qos, &kind, small_fleet, best * 1.2, inflight, warm, n, a.sink_threads)
-                    .await?;
+                run_twins(&broker, &counter, qos, &kind, small_fleet, best * 1.2, inflight, warm, n, tuning).await?;
             report.figure(
                 "qos0_small_fleet",
                 json!({

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::hist::Hist;
-use crate::runtime::SinkScheduler;
+use crate::runtime::Scheduler;
 use crate::sinks::queue::DeliveryClock;
 use crate::sinks::{SinkHandle, SinkMsg};
 
@@ -113,17 +113,17 @@ impl Actor for NullSink {
     }
 }
 
-/// A null sink started where the runtime starts its sinks: on a [`SinkScheduler`] of its
-/// own (see there why).
+/// A null sink started where the runtime starts its sinks: on a sinks' [`Scheduler`] of
+/// its own (see there why).
 pub struct RunningNullSink {
     actor: ActorRef<SinkMsg>,
     done: ractor::concurrency::JoinHandle<()>,
-    _scheduler: SinkScheduler,
+    _scheduler: Scheduler,
 }
 
 impl RunningNullSink {
     pub async fn start(args: NullSinkArgs) -> Result<RunningNullSink, String> {
-        let scheduler = SinkScheduler::new(1).map_err(|e| format!("null sink: its thread: {e}"))?;
+        let scheduler = Scheduler::sinks(1).map_err(|e| format!("null sink: its thread: {e}"))?;
         let rt = scheduler.handle().ok_or("null sink: no scheduler")?;
         let (actor, done) = rt
             .spawn(async move { Actor::spawn(None, NullSink, args).await })

@@ -69,10 +69,27 @@ pub struct RuntimeConfig {
     /// Threads of the sinks' own scheduler (sink actors and their I/O run apart from the
     /// sensors, so that thousands of busy sensors cannot starve delivery).
     pub sink_threads: usize,
+    /// Threads of the sensors' own scheduler (the twins' supervisors, sensor actors and
+    /// district tickers): by default one per CPU.
+    pub sensor_threads: usize,
+    /// How far those threads' nice value is raised above the process's (0-19, capped at
+    /// 19): when the CPU is short, delivery (the sinks, and a broker on the same machine)
+    /// then runs before new observations are generated.
+    pub sensor_nice: u8,
 }
 
 /// Most threads the sinks' scheduler may have (`runtime.sink_threads`).
 pub const MAX_SINK_THREADS: usize = 64;
+/// Most threads the sensors' scheduler may have (`runtime.sensor_threads`).
+pub const MAX_SENSOR_THREADS: usize = 256;
+/// The default `runtime.sensor_nice`: the process's own priority (BENCHMARKS.md: a higher
+/// nice helped QoS 0 and cost QoS 1 under overload).
+pub const DEFAULT_SENSOR_NICE: u8 = 0;
+
+/// One sensor thread per CPU the process may use.
+pub fn default_sensor_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(MAX_SENSOR_THREADS)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -571,8 +588,21 @@ fn read_config(r: &mut Reader<'_>, table: toml::Table) -> Option<Config> {
     if !(1..=MAX_SINK_THREADS).contains(&sink_threads) {
         r.problem("runtime.sink_threads", format!("must be from 1 to {MAX_SINK_THREADS} (got {sink_threads})"));
     }
-    r.finish(s, &["seed", "speed", "interval", "start", "shutdown_grace", "sink_threads"]);
-    let runtime = RuntimeConfig { seed, speed, interval, start, shutdown_grace, sink_threads };
+    let sensor_threads = r.or(&mut s, "sensor_threads", default_sensor_threads());
+    if !(1..=MAX_SENSOR_THREADS).contains(&sensor_threads) {
+        r.problem("runtime.sensor_threads", format!("must be from 1 to {MAX_SENSOR_THREADS} (got {sensor_threads})"));
+    }
+    let sensor_nice = r.or(&mut s, "sensor_nice", usize::from(DEFAULT_SENSOR_NICE));
+    if sensor_nice > 19 {
+        r.problem("runtime.sensor_nice", format!("must be from 0 to 19 (got {sensor_nice})"));
+    }
+    r.finish(
+        s,
+        &["seed", "speed", "interval", "start", "shutdown_grace", "sink_threads", "sensor_threads", "sensor_nice"],
+    );
+    let sensor_nice = sensor_nice.min(19) as u8;
+    let runtime =
+        RuntimeConfig { seed, speed, interval, start, shutdown_grace, sink_threads, sensor_threads, sensor_nice };
 
     let mut s = r.section(&mut root, "log");
     let format = match r.or(&mut s, "format", "text".to_string()).as_str() {
@@ -1600,6 +1630,20 @@ colour = "red"
         let two = Config::parse("[runtime]\nsink_threads = 2\n", "t.toml", &[]).expect("valid");
         assert_eq!(two.runtime.sink_threads, 2);
         assert_eq!(Config::parse("", "t.toml", &[]).expect("valid").runtime.sink_threads, 1, "the default");
+    }
+
+    #[test]
+    fn sensor_threads_and_nice_are_bounded() {
+        let err =
+            Config::parse("[runtime]\nsensor_threads = 0\nsensor_nice = 20\n", "t.toml", &[]).expect_err("must fail");
+        assert_problems(
+            &err,
+            &[("runtime.sensor_threads", "line 2", "from 1 to 256"), ("runtime.sensor_nice", "line 3", "from 0 to 19")],
+        );
+        let c = Config::parse("[runtime]\nsensor_threads = 3\nsensor_nice = 19\n", "t.toml", &[]).expect("valid");
+        assert_eq!((c.runtime.sensor_threads, c.runtime.sensor_nice), (3, 19));
+        let d = Config::parse("", "t.toml", &[]).expect("valid").runtime;
+        assert_eq!((d.sensor_threads, d.sensor_nice), (default_sensor_threads(), DEFAULT_SENSOR_NICE), "the defaults");
 
         let err = Config::parse("[redpanda_consumer]\ngroup = \"g\"\n", "t", &[]).expect_err("must fail");
         let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();

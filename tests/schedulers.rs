@@ -1,0 +1,63 @@
+//! Where the runtime runs its parts: the twins' tree on the sensors' scheduler
+//! (`twinrt-sensors` threads, `runtime.sensor_threads`, `runtime.sensor_nice` steps of nice
+//! below the process), the sinks on theirs, the control plane on the caller's runtime.
+
+use std::time::Duration;
+
+use twin_runtime::config::Config;
+use twin_runtime::Runtime;
+
+/// (name, nice, CPU ticks) of every thread of this process.
+fn threads() -> Vec<(String, i64, u64)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat[open + 1..close].to_string();
+        // Fields after the name: state is field 3; utime 14, stime 15, nice 19.
+        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-100);
+        out.push((name, field(19), (field(14) + field(15)).max(0) as u64));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_run_on_their_own_threads_at_the_nice_configured() {
+    // The process's own nice (its main thread's; field 19 of /proc/self/stat).
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let own_nice: i64 = stat[stat.rfind(')').expect("comm") + 2..]
+        .split_whitespace()
+        .nth(19 - 3)
+        .and_then(|v| v.parse().ok())
+        .expect("nice");
+    let text = "[runtime]\ninterval = \"10ms\"\nsensor_threads = 2\nsensor_nice = 7\n\
+                [http]\nlisten = \"127.0.0.1:0\"\n\
+                [[fleets]]\ntype = \"light\"\ndistrict = \"Fort-de-France\"\ncount = 2000\n";
+    let config = Config::parse(text, "test", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let rt = Runtime::start(config).await.unwrap_or_else(|e| panic!("{e}"));
+    // 2,000 twins every 10 ms: the sensors' threads get CPU to account for.
+    let registry = rt.registry().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while registry.observations() < 100_000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the twins did not tick: {} observations",
+            registry.observations()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = threads();
+    let sensors: Vec<_> = all.iter().filter(|t| t.0 == "twinrt-sensors").collect();
+    assert!(sensors.len() >= 2, "two sensor workers, found {sensors:?} among {all:?}");
+    let want = (own_nice + 7).min(19);
+    assert!(sensors.iter().all(|t| t.1 == want), "every sensors' thread at nice {want}: {sensors:?}");
+    let ticks: u64 = sensors.iter().map(|t| t.2).sum();
+    assert!(ticks > 0, "the sensors ran on the sensors' threads: {sensors:?}");
+    // The rest keeps the process's priority: the sinks' threads and this test's runtime.
+    let others: Vec<_> = all.iter().filter(|t| t.0 == "twinrt-sinks" || t.0.starts_with("tokio-r")).collect();
+    assert!(!others.is_empty(), "{all:?}");
+    assert!(others.iter().all(|t| t.1 == own_nice), "only the sensors' threads are lowered: {others:?}");
+    let report = rt.shutdown().await;
+    assert!(report.flushed, "{report:?}");
+}
