@@ -8,7 +8,7 @@
 //! (their interval is set from it), so they can match it only if the runtime keeps up;
 //! what their sink's queue cannot hold is dropped and counted, as in production.
 //!
-//! At QoS 0 a second, smaller fleet (`--small-fleet`, 200 twins) is offered the same rate:
+//! At QoS 0 a second, smaller fleet (`--small-fleet`, 400 twins) is offered the same rate:
 //! with fewer twins each one's memory stays in cache between its ticks, and the gap
 //! between the two fleets is what that costs (reported, not checked).
 
@@ -49,7 +49,7 @@ pub struct MqttArgs {
     #[arg(long)]
     pub sensor_nice: Option<u8>,
     /// Twins of a second, smaller fleet run at QoS 0 for comparison, offered the same rate
-    /// (default 200, enough for 200k msg/s at the shortest interval, 1 ms; --quick 20; 0:
+    /// (default 400, enough for 400k msg/s at the shortest interval, 1 ms; --quick 20; 0:
     /// none). Not checked: it shows how much of a tick's cost comes from each twin's memory
     /// going cold between its ticks (BENCHMARKS.md).
     #[arg(long)]
@@ -352,7 +352,7 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     let twins = a.twins.unwrap_or(if quick { 200 } else { 10_000 }).max(1);
     let kind = a.kind.unwrap_or_else(|| "light".into());
     let inflight = a.inflight.unwrap_or(100);
-    let small_fleet = a.small_fleet.unwrap_or(if quick { 20 } else { 200 });
+    let small_fleet = a.small_fleet.unwrap_or(if quick { 20 } else { 400 });
     let k = *parse_kinds(&kind)?.first().ok_or("--kind: no sensor type")?;
     if parse_kinds(&kind)?.len() != 1 {
         return Err("--kind: one sensor type".into());
