@@ -171,8 +171,9 @@ pub struct Runtime {
     http_task: JoinHandle<()>,
     /// Where the sink actors run: kept until the runtime stops.
     _sink_scheduler: Scheduler,
-    /// Where the twins' supervisors, sensor actors and tickers run: the same.
-    _sensor_scheduler: Scheduler,
+    /// Where the twins' supervisors, sensor actors and tickers run when they have their
+    /// own (`runtime.sensor_nice` above 0): the same.
+    _sensor_scheduler: Option<Scheduler>,
 }
 
 /// A tokio runtime of the runtime's own, for one part of the tree.
@@ -184,15 +185,16 @@ pub struct Runtime {
 ///   time while its queue overflowed). On threads of their own, sinks get their share from
 ///   the system.
 /// - The sensors' ([`Scheduler::sensors`], `runtime.sensor_threads` threads named
-///   `twinrt-sensors`, `runtime.sensor_nice` steps of nice below the process, 0 by default). The control plane
-///   (HTTP, the root supervisor, consumers, the distributor) stays on the caller's runtime:
-///   a million busy sensor actors do not sit in the queues of the threads that answer the
-///   inspection API. Threads of their own do not keep overloaded sensors from taking the
-///   CPU from delivery: the system shares it by thread, and the sensors' threads outnumber
-///   the sink's. At a higher nice they get what delivery (and a broker on the same
-///   machine) leaves; when the CPU is not short, nice changes nothing. On 2 cores with
-///   Mosquitto beside it that delivered 22 % more at QoS 0 and 8-10 % less at QoS 1
-///   (BENCHMARKS.md), hence a setting, not the default.
+///   `twinrt-sensors`, `runtime.sensor_nice` steps of nice below the process), only when
+///   `runtime.sensor_nice` is above 0: otherwise the sensors run on the caller's runtime,
+///   as the control plane (HTTP, the root supervisor, consumers, the distributor) always
+///   does. Threads of their own do not keep overloaded sensors from taking the CPU from
+///   delivery: the system shares it by thread, and the sensors' threads outnumber the
+///   sink's. At a higher nice they get what delivery (and a broker on the same machine)
+///   leaves; when the CPU is not short, nice changes nothing. On 2 cores with Mosquitto
+///   beside it, nice 10 delivered 20-25 % more at QoS 0 and 8-10 % less at QoS 1, and
+///   the separate scheduler alone (nice 0) cost QoS 1 about 7 % (BENCHMARKS.md): hence a
+///   setting, off by default.
 pub struct Scheduler(Option<tokio::runtime::Runtime>);
 
 impl Scheduler {
@@ -546,11 +548,17 @@ impl Runtime {
         }
         let (twins_sup, twins_tree) =
             twins_supervisor("root", &root_stats, &config.sensors, &ctx, &spec_of, observer.clone(), &mut dir);
-        let sensor_scheduler = Scheduler::sensors(config.runtime.sensor_threads, config.runtime.sensor_nice)
-            .map_err(|source| StartError::SensorThreads { threads: config.runtime.sensor_threads, source })?;
-        // The twins' supervisor, and so every district supervisor, sensor actor and ticker
-        // under it, started and restarted on the sensors' scheduler.
-        let twins_sup = match sensor_scheduler.handle() {
+        // With `runtime.sensor_nice`, the twins' supervisor, and so every district
+        // supervisor, sensor actor and ticker under it, started and restarted on the
+        // sensors' scheduler.
+        let sensor_scheduler = match config.runtime.sensor_nice {
+            0 => None,
+            nice => Some(
+                Scheduler::sensors(config.runtime.sensor_threads, nice)
+                    .map_err(|source| StartError::SensorThreads { threads: config.runtime.sensor_threads, source })?,
+            ),
+        };
+        let twins_sup = match sensor_scheduler.as_ref().and_then(Scheduler::handle) {
             Some(rt) => twins_sup.on(rt),
             None => twins_sup,
         };

@@ -1,6 +1,6 @@
-//! Where the runtime runs its parts: the twins' tree on the sensors' scheduler
-//! (`twinrt-sensors` threads, `runtime.sensor_threads`, `runtime.sensor_nice` steps of nice
-//! below the process), the sinks on theirs, the control plane on the caller's runtime.
+//! Where the runtime runs its parts: with `runtime.sensor_nice` above 0, the twins' tree on
+//! the sensors' scheduler (`twinrt-sensors` threads, `runtime.sensor_threads`, that many
+//! steps of nice below the process), else on the caller's runtime; the sinks on theirs.
 
 use std::time::Duration;
 
@@ -22,21 +22,24 @@ fn threads() -> Vec<(String, i64, u64)> {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sensors_run_on_their_own_threads_at_the_nice_configured() {
-    // The process's own nice (its main thread's; field 19 of /proc/self/stat).
+/// The process's own nice (its main thread's; field 19 of /proc/self/stat).
+fn own_nice() -> i64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    let own_nice: i64 = stat[stat.rfind(')').expect("comm") + 2..]
+    stat[stat.rfind(')').expect("comm") + 2..]
         .split_whitespace()
         .nth(19 - 3)
         .and_then(|v| v.parse().ok())
-        .expect("nice");
-    let text = "[runtime]\ninterval = \"10ms\"\nsensor_threads = 2\nsensor_nice = 7\n\
-                [http]\nlisten = \"127.0.0.1:0\"\n\
-                [[fleets]]\ntype = \"light\"\ndistrict = \"Fort-de-France\"\ncount = 2000\n";
-    let config = Config::parse(text, "test", &[]).unwrap_or_else(|e| panic!("{e}"));
+        .expect("nice")
+}
+
+/// A runtime of 2,000 twins every 10 ms, once they have emitted 100,000 observations.
+async fn ticking(runtime: &str) -> Runtime {
+    let text = format!(
+        "[runtime]\ninterval = \"10ms\"\n{runtime}[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[fleets]]\ntype = \"light\"\ndistrict = \"Fort-de-France\"\ncount = 2000\n"
+    );
+    let config = Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}"));
     let rt = Runtime::start(config).await.unwrap_or_else(|e| panic!("{e}"));
-    // 2,000 twins every 10 ms: the sensors' threads get CPU to account for.
     let registry = rt.registry().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while registry.observations() < 100_000 {
@@ -47,17 +50,30 @@ async fn sensors_run_on_their_own_threads_at_the_nice_configured() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    rt
+}
+
+/// One test, so that no other runtime's threads are in this process meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sensors_run_on_their_own_threads_only_at_a_higher_nice() {
+    let own = own_nice();
+    // By default (sensor_nice 0) the sensors share the caller's runtime.
+    let rt = ticking("").await;
+    let all = threads();
+    assert!(all.iter().all(|t| t.0 != "twinrt-sensors"), "no sensors' scheduler at nice 0: {all:?}");
+    assert!(rt.shutdown().await.flushed);
+
+    let rt = ticking("sensor_threads = 2\nsensor_nice = 7\n").await;
     let all = threads();
     let sensors: Vec<_> = all.iter().filter(|t| t.0 == "twinrt-sensors").collect();
     assert!(sensors.len() >= 2, "two sensor workers, found {sensors:?} among {all:?}");
-    let want = (own_nice + 7).min(19);
+    let want = (own + 7).min(19);
     assert!(sensors.iter().all(|t| t.1 == want), "every sensors' thread at nice {want}: {sensors:?}");
     let ticks: u64 = sensors.iter().map(|t| t.2).sum();
     assert!(ticks > 0, "the sensors ran on the sensors' threads: {sensors:?}");
     // The rest keeps the process's priority: the sinks' threads and this test's runtime.
     let others: Vec<_> = all.iter().filter(|t| t.0 == "twinrt-sinks" || t.0.starts_with("tokio-r")).collect();
     assert!(!others.is_empty(), "{all:?}");
-    assert!(others.iter().all(|t| t.1 == own_nice), "only the sensors' threads are lowered: {others:?}");
-    let report = rt.shutdown().await;
-    assert!(report.flushed, "{report:?}");
+    assert!(others.iter().all(|t| t.1 == own), "only the sensors' threads are lowered: {others:?}");
+    assert!(rt.shutdown().await.flushed);
 }

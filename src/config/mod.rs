@@ -70,11 +70,12 @@ pub struct RuntimeConfig {
     /// sensors, so that thousands of busy sensors cannot starve delivery).
     pub sink_threads: usize,
     /// Threads of the sensors' own scheduler (the twins' supervisors, sensor actors and
-    /// district tickers): by default one per CPU.
+    /// district tickers) when they have one (`sensor_nice` above 0): by default one per CPU.
     pub sensor_threads: usize,
-    /// How far those threads' nice value is raised above the process's (0-19, capped at
-    /// 19): when the CPU is short, delivery (the sinks, and a broker on the same machine)
-    /// then runs before new observations are generated.
+    /// Above 0: the sensors run on a scheduler of their own whose threads' nice value is
+    /// raised this far above the process's (0-19, capped at 19): when the CPU is short,
+    /// delivery (the sinks, and a broker on the same machine) then runs before new
+    /// observations are generated. 0: they run on the process's main runtime.
     pub sensor_nice: u8,
 }
 
