@@ -479,9 +479,8 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::{ActorKind, Mailbox};
     use crate::metrics::Metrics;
-    use crate::sinks::queue::tests::env;
+    use crate::sinks::queue::tests::{env, sink_entry, until};
 
     /// A broker whose first answer waits until the test opens the gate.
     struct Gated {
@@ -501,26 +500,13 @@ mod tests {
         }
     }
 
-    async fn until(what: &str, cond: impl FnMut() -> bool) {
-        crate::bench::wait_for(what, Duration::from_secs(10), cond).await.unwrap_or_else(|e| panic!("{e}"));
-    }
-
     /// Offers made while the only lane is busy wake the sink once, not once each: the
     /// dispatcher re-enables wake-ups only when it waits for entries.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn offers_while_a_batch_is_out_wake_the_sink_once() {
         let m = Metrics::new();
         let handle = SinkHandle::new("gated", "test", "x".into(), 10_000, &m);
-        let mailbox = Arc::new(Mailbox::default());
-        let entry = Arc::new(ActorEntry::new(
-            "root/sinks/gated".into(),
-            "gated".into(),
-            ActorKind::Sink,
-            None,
-            None,
-            None,
-            mailbox.into(),
-        ));
+        let entry = sink_entry("gated");
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let g = gate.clone();
         let settings = BatchSettings {

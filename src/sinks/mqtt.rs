@@ -492,16 +492,11 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::{ActorKind, Mailbox};
     use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::sinks::queue::tests::env;
+    use crate::sinks::queue::tests::{env, sink_entry, until};
     use std::time::Instant;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn until(what: &str, cond: impl FnMut() -> bool) {
-        crate::bench::wait_for(what, Duration::from_secs(10), cond).await.unwrap_or_else(|e| panic!("{e}"));
-    }
 
     /// Offers made while the client's request channel is full do not wake the sink: the task
     /// waiting for room pumps once the publish went through. (Before, each offer sent the
@@ -531,15 +526,7 @@ mod tests {
         let cfg = config.sinks.mqtt[0].clone();
         let m = Metrics::new();
         let handle = SinkHandle::new("stalled", "mqtt", cfg.url(), cfg.queue_capacity, &m);
-        let entry = Arc::new(ActorEntry::new(
-            "root/sinks/stalled".into(),
-            "stalled".into(),
-            ActorKind::Sink,
-            None,
-            None,
-            None,
-            Arc::new(Mailbox::default()).into(),
-        ));
+        let entry = sink_entry("stalled");
         let args = MqttSinkArgs { handle: handle.clone(), config: cfg, entry };
         let (actor, task) = Actor::spawn(None, MqttSink, args).await.expect("spawn");
         until("the sink to be connected", || handle.stats.connected.load(std::sync::atomic::Ordering::Relaxed)).await;

@@ -1031,6 +1031,26 @@ pub(crate) mod tests {
     use std::time::Duration;
     use twins::{GeoPoint, SensorKind};
 
+    /// Wait (10 s at most) until `cond` holds, or fail the test naming `what` (also for the
+    /// other sinks' tests).
+    pub(crate) async fn until(what: &str, cond: impl FnMut() -> bool) {
+        crate::bench::wait_for(what, Duration::from_secs(10), cond).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The directory entry of a sink actor named `name` under `root/sinks` (for the sinks'
+    /// tests that spawn one).
+    pub(crate) fn sink_entry(name: &str) -> Arc<crate::actors::ActorEntry> {
+        Arc::new(crate::actors::ActorEntry::new(
+            format!("root/sinks/{name}"),
+            name.into(),
+            crate::actors::ActorKind::Sink,
+            None,
+            None,
+            None,
+            Arc::new(Mailbox::default()).into(),
+        ))
+    }
+
     /// An observation of sensor `s` with sequence number `seq` (also for the other sinks' tests).
     pub(crate) fn env(seq: u64) -> Arc<Envelope> {
         Envelope::new(Observation {
