@@ -2,34 +2,32 @@
 //! the sensors' scheduler (`twinrt-sensors` threads, `runtime.sensor_threads`, that many
 //! steps of nice below the process), else on the caller's runtime; the sinks on theirs.
 
+mod support;
+
 use std::time::Duration;
 
 use twin_runtime::config::Config;
 use twin_runtime::Runtime;
 
-/// (name, nice, CPU ticks) of every thread of this process.
-fn threads() -> Vec<(String, i64, u64)> {
-    let mut out = Vec::new();
-    for t in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let name = stat[open + 1..close].to_string();
-        // Fields after the name: state is field 3; utime 14, stime 15, nice 19.
-        let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<i64>().ok()).unwrap_or(-100);
-        out.push((name, field(19), (field(14) + field(15)).max(0) as u64));
-    }
-    out
+/// (name, nice, CPU ticks) from a `/proc/.../stat` line.
+fn stat_of(stat: &str) -> Option<(String, i64, u64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    // Fields after the name: state is field 3; utime 14, stime 15, nice 19.
+    let rest: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let field = |n: usize| rest.get(n - 3).and_then(|v| v.parse::<i64>().ok());
+    Some((stat[open + 1..close].to_string(), field(19)?, (field(14)? + field(15)?).max(0) as u64))
 }
 
-/// The process's own nice (its main thread's; field 19 of /proc/self/stat).
+/// (name, nice, CPU ticks) of every thread of this process.
+fn threads() -> Vec<(String, i64, u64)> {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten();
+    tasks.filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok()).filter_map(|s| stat_of(&s)).collect()
+}
+
+/// The process's own nice (its main thread's).
 fn own_nice() -> i64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
-    stat[stat.rfind(')').expect("comm") + 2..]
-        .split_whitespace()
-        .nth(19 - 3)
-        .and_then(|v| v.parse().ok())
-        .expect("nice")
+    stat_of(&stat).expect("a stat line").1
 }
 
 /// A runtime of 2,000 twins every 10 ms, once they have emitted 100,000 observations.
@@ -41,15 +39,11 @@ async fn ticking(runtime: &str) -> Runtime {
     let config = Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}"));
     let rt = Runtime::start(config).await.unwrap_or_else(|e| panic!("{e}"));
     let registry = rt.registry().clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while registry.observations() < 100_000 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the twins did not tick: {} observations",
-            registry.observations()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::wait_until("the twins to emit 100,000 observations", Duration::from_secs(30), || {
+        registry.observations() >= 100_000
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {} observations", registry.observations()));
     rt
 }
 
