@@ -233,7 +233,7 @@ impl Drop for Scheduler {
 }
 
 /// Raise the calling thread's nice value by `nice` (capped at 19; raising it needs no
-/// privilege). A failure is logged once per scheduler name and changes nothing else.
+/// privilege). A failure is logged once and changes nothing else.
 fn lower_priority(name: &str, nice: u8) {
     #[cfg(target_os = "linux")]
     {
@@ -249,14 +249,12 @@ fn lower_priority(name: &str, nice: u8) {
                 libc::setpriority(libc::PRIO_PROCESS, tid, (current + i32::from(nice)).min(19))
             }
         };
+        static WARNED: std::sync::Once = std::sync::Once::new();
         if rc != 0 {
-            static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-            if !warned.iter().any(|n| n == name) {
-                warned.push(name.to_string());
-                let e = std::io::Error::last_os_error();
+            let e = std::io::Error::last_os_error();
+            WARNED.call_once(|| {
                 tracing::warn!(threads = name, nice, error = %e, "cannot lower the threads' priority: they run at the process's");
-            }
+            });
         }
     }
     #[cfg(not(target_os = "linux"))]
