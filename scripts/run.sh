@@ -8,10 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v protoc >/dev/null 2>&1 && [ -z "${PROTOC:-}" ]; then
-  echo "==> installing protobuf-compiler (protoc, for the pulsar crate's build)" >&2
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends protobuf-compiler
+  scripts/debian-packages.sh protobuf-compiler
 fi
 exec cargo run --release --locked -- "$@"

@@ -7,18 +7,7 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests run for real: Mosquitto (plain and TLS brokers) and its clients,
 # Chromium (the web page), promtool, VictoriaMetrics (InfluxDB v2 write API); and `protoc`,
 # which the `pulsar` crate's build runs.
-packages=(mosquitto mosquitto-clients chromium prometheus victoria-metrics protobuf-compiler)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "==> installing ${missing[*]}"
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/debian-packages.sh mosquitto mosquitto-clients chromium prometheus victoria-metrics protobuf-compiler
 # The Debian package starts a system-wide broker on :1883; the tests start their own on
 # free ports and never need it, but the default configuration's embedded broker does.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
