@@ -17,12 +17,16 @@
 //! beyond that the oldest are forgotten (a very late arrival of one would then count as a
 //! duplicate).
 
+use std::collections::VecDeque;
+
 /// How many disjoint missing intervals a sensor keeps.
 pub const MAX_RANGES: usize = 64;
 
-/// Sorted, disjoint, inclusive intervals of sequence numbers.
+/// Sorted, disjoint, inclusive intervals of sequence numbers. A deque: new gaps open above
+/// every older one (appended), and the oldest are the ones forgotten (popped), so a
+/// sensor whose sink drops every other observation costs no shifting of its intervals.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Ranges(Vec<(u64, u64)>);
+pub struct Ranges(VecDeque<(u64, u64)>);
 
 impl Ranges {
     pub fn is_empty(&self) -> bool {
@@ -48,6 +52,20 @@ impl Ranges {
         if lo > hi {
             return;
         }
+        // The common case: above every interval (a new gap, a new drop ahead).
+        match self.0.back_mut() {
+            Some(last) if last.1.saturating_add(1) == lo => last.1 = last.1.max(hi),
+            Some(last) if last.1.saturating_add(1) < lo => self.0.push_back((lo, hi)),
+            Some(_) => self.merge(lo, hi),
+            None => self.0.push_back((lo, hi)),
+        }
+        if self.0.len() > MAX_RANGES {
+            self.0.pop_front();
+        }
+    }
+
+    /// Insert `lo..=hi` somewhere below the last interval, merging with what it touches.
+    fn merge(&mut self, lo: u64, hi: u64) {
         let (mut lo, mut hi) = (lo, hi);
         let start = self.0.partition_point(|&(_, b)| b.saturating_add(1) < lo);
         let mut end = start;
@@ -56,9 +74,11 @@ impl Ranges {
             hi = hi.max(self.0[end].1);
             end += 1;
         }
-        self.0.splice(start..end, [(lo, hi)]);
-        if self.0.len() > MAX_RANGES {
-            self.0.remove(0);
+        if start == end {
+            self.0.insert(start, (lo, hi));
+        } else {
+            self.0[start] = (lo, hi);
+            self.0.drain(start + 1..end);
         }
     }
 
@@ -76,7 +96,7 @@ impl Ranges {
                 self.0[i].1 = s - 1;
                 self.0.insert(i + 1, (s + 1, b));
                 if self.0.len() > MAX_RANGES {
-                    self.0.remove(0);
+                    self.0.pop_front();
                 }
             }
         }
@@ -85,8 +105,9 @@ impl Ranges {
 
     /// Remove every number `<= s`.
     pub fn remove_through(&mut self, s: u64) {
-        self.0.retain(|&(_, b)| b > s);
-        if let Some(first) = self.0.first_mut() {
+        let gone = self.0.partition_point(|&(_, b)| b <= s);
+        self.0.drain(..gone);
+        if let Some(first) = self.0.front_mut() {
             first.0 = first.0.max(s.saturating_add(1));
         }
     }
@@ -168,21 +189,72 @@ impl SeqTrack {
 mod tests {
     use super::*;
 
+    impl Ranges {
+        fn of(r: &[(u64, u64)]) -> Ranges {
+            Ranges(r.iter().copied().collect())
+        }
+    }
+
     #[test]
     fn ranges_merge_split_and_count() {
         let mut r = Ranges::default();
         r.insert(5, 7);
         r.insert(9, 9);
         r.insert(8, 8);
-        assert_eq!(r, Ranges(vec![(5, 9)]));
+        assert_eq!(r, Ranges::of(&[(5, 9)]));
         assert!(r.remove(7));
-        assert_eq!(r, Ranges(vec![(5, 6), (8, 9)]));
+        assert_eq!(r, Ranges::of(&[(5, 6), (8, 9)]));
         assert_eq!(r.count_within(6, 8), 2);
         assert!(!r.remove(7));
         r.remove_through(8);
-        assert_eq!(r, Ranges(vec![(9, 9)]));
+        assert_eq!(r, Ranges::of(&[(9, 9)]));
         r.insert(1, 2);
-        assert_eq!(r, Ranges(vec![(1, 2), (9, 9)]));
+        assert_eq!(r, Ranges::of(&[(1, 2), (9, 9)]));
+    }
+
+    /// Random inserts and removals against a set of numbers (few enough intervals that
+    /// none is forgotten).
+    #[test]
+    fn ranges_behave_as_a_set() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..200 {
+            let (mut r, mut set) = (Ranges::default(), std::collections::BTreeSet::new());
+            for _ in 0..40 {
+                match next(4) {
+                    0 | 1 => {
+                        let lo = next(100);
+                        let hi = lo + next(5);
+                        r.insert(lo, hi);
+                        set.extend(lo..=hi);
+                    }
+                    2 => {
+                        let s = next(110);
+                        assert_eq!(r.remove(s), set.remove(&s));
+                    }
+                    _ => {
+                        let s = next(60);
+                        r.remove_through(s);
+                        set.retain(|x| *x > s);
+                    }
+                }
+                assert!(r.0.len() <= MAX_RANGES);
+                let mut expect = Ranges::default();
+                for x in &set {
+                    match expect.0.back_mut() {
+                        Some(last) if last.1 + 1 == *x => last.1 = *x,
+                        _ => expect.0.push_back((*x, *x)),
+                    }
+                }
+                assert_eq!(r, expect, "after the same operations as {set:?}");
+                assert_eq!(r.count_within(20, 70), set.range(20..=70).count() as u64);
+            }
+        }
     }
 
     #[test]
