@@ -55,6 +55,9 @@ pub struct MqttArgs {
     /// going cold between its ticks (BENCHMARKS.md).
     #[arg(long)]
     pub small_fleet: Option<u64>,
+    /// Run one QoS only (0 or 1; default both).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=1))]
+    pub qos: Option<u8>,
 }
 
 const MIN_RATIO: f64 = 0.9;
@@ -388,7 +391,15 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     let tuning = Tuning { sink_threads: a.sink_threads, sensor_nice: a.sensor_nice };
     report.param("small_fleet", small_fleet);
     let broker = Broker::start()?;
-    for qos in [0u8, 1] {
+    let levels: &[u8] = match a.qos {
+        Some(0) => &[0],
+        Some(_) => &[1],
+        None => &[0, 1],
+    };
+    if let Some(q) = a.qos {
+        report.param("qos", q);
+    }
+    for &qos in levels {
         let counter = Counter::start(broker.port, qos_of(qos)).await?;
         let mp = run_mosquitto_pub(&broker, &counter, qos, &payload, warm, n).await?;
         let rq = run_rumqttc(&broker, &counter, qos, payload.as_bytes(), inflight, warm, n).await?;
