@@ -94,12 +94,18 @@ impl TwinCell {
 
     /// Step the twin: `at` maps the next sequence number to its simulated time.
     pub fn step(&self, at: impl FnOnce(u64) -> DateTime<Utc>) -> Arc<Envelope> {
+        self.step_emitted(at, std::time::Instant::now())
+    }
+
+    /// [`step`](Self::step), the observation emitted at `emitted` (a tick's own reading of
+    /// the clock).
+    pub fn step_emitted(&self, at: impl FnOnce(u64) -> DateTime<Utc>, emitted: std::time::Instant) -> Arc<Envelope> {
         let mut entry = self.lock();
         let next = entry.twin.seq() + 1;
         let obs = entry.twin.step(at(next));
         entry.last = Some(LastObservation::of(&obs));
         drop(entry);
-        Envelope::new(obs)
+        Envelope::emitted_at(obs, emitted)
     }
 
     /// Its sequence number: observations emitted so far.

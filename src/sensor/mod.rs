@@ -211,8 +211,7 @@ impl SensorState {
     /// Emit the next observation: step the twin at its scheduled time, offer it to the
     /// sinks, record how late the tick was handled.
     /// Faults injected into the sensor (`silence`, `out_of_range`) apply here.
-    async fn tick(&self) -> Result<(), ActorProcessingErr> {
-        let now = Instant::now();
+    async fn tick(&self, now: Instant) -> Result<(), ActorProcessingErr> {
         let ctx = &self.district.ctx;
         let id = self.id();
         let fault = ctx.faults.on_tick(id);
@@ -227,10 +226,13 @@ impl SensorState {
         let Some(twin) = &self.slot().twin else {
             return Err(format!("sensor {id}: no twin in the registry").into());
         };
-        let env = twin.step(|n| {
-            due = ctx.real_start.get().unwrap_or(now) + self.due_offset(n + shift);
-            self.observed_at(n + shift)
-        });
+        let env = twin.step_emitted(
+            |n| {
+                due = ctx.real_start.get().unwrap_or(now) + self.due_offset(n + shift);
+                self.observed_at(n + shift)
+            },
+            now.into_std(),
+        );
         ctx.metrics.tick_lateness.observe(now.saturating_duration_since(due).as_secs_f64());
         self.district.generated(self.slot().kind).inc();
         let env = if fault == TickFault::OutOfRange { crate::faults::sensors::out_of_range(&env) } else { env };
@@ -279,11 +281,14 @@ impl Actor for SensorActor {
         msg: SensorMsg,
         state: &mut SensorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.slot().entry.mailbox.handled();
+        // One reading of the clock per message: the mailbox's last-handled time, the tick's
+        // lateness and the observation's emit time.
+        let now = Instant::now();
+        state.slot().entry.mailbox.handled_at(now.into_std());
         let result = match msg {
             // Boxed: the tick's future (sinks included) lives only while the tick runs,
             // instead of inside every idle actor's task.
-            SensorMsg::Tick => Box::pin(state.tick()).await,
+            SensorMsg::Tick => Box::pin(state.tick(now)).await,
             SensorMsg::Panic(reason) => panic!("fault injected into sensor {}: {reason}", state.id()),
             SensorMsg::Fail(reason) => Err(format!("fault injected into sensor {}: {reason}", state.id()).into()),
             SensorMsg::Stall(d) => {

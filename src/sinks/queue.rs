@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use prometheus::{Histogram, IntCounter};
 use ractor::ActorRef;
@@ -65,7 +65,12 @@ pub struct Envelope {
 impl Envelope {
     /// A sensor's observation, in a recycled envelope when there is one ([`super::pool`]).
     pub fn new(obs: Observation) -> Arc<Envelope> {
-        super::pool::make(Envelope { obs, emitted: Instant::now(), ack: None })
+        Envelope::emitted_at(obs, Instant::now())
+    }
+
+    /// [`new`](Self::new), emitted at an instant the sensor already read.
+    pub fn emitted_at(obs: Observation, emitted: Instant) -> Arc<Envelope> {
+        super::pool::make(Envelope { obs, emitted, ack: None })
     }
 
     /// An envelope whose fate is reported to `ack`.
@@ -184,7 +189,8 @@ pub struct DeliveryClock {
 
 impl DeliveryClock {
     pub fn now() -> DeliveryClock {
-        DeliveryClock { at: Instant::now(), ms: now_ms() }
+        let at = Instant::now();
+        DeliveryClock { at, ms: crate::actors::wall_ms(at) }
     }
 }
 
@@ -193,10 +199,6 @@ pub const BUSY_PUMP: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How long samples are kept (a little over the longest window).
 const SAMPLE_HORIZON: std::time::Duration = std::time::Duration::from_secs(3700);
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 impl SinkStats {
     fn new(name: &str, metrics: &Metrics) -> SinkStats {
@@ -369,7 +371,7 @@ impl SinkStats {
 
     pub fn record_error(&self, err: impl Into<String>) {
         if let Ok(mut g) = self.last_error.lock() {
-            *g = Some((err.into(), now_ms()));
+            *g = Some((err.into(), crate::actors::now_ms()));
         }
     }
 
