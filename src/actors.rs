@@ -410,6 +410,8 @@ impl Directory {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn wall_ms_of_an_instant_reads_as_the_system_clock() {
         let (before, at, after) = (now_ms(), std::time::Instant::now(), now_ms());
@@ -421,8 +423,6 @@ mod tests {
         let earlier = at - std::time::Duration::from_millis(200);
         assert!((199..=201).contains(&(w - wall_ms(earlier))));
     }
-
-    use super::*;
 
     #[test]
     fn mailbox_depth_counts_in_minus_out_and_resets_at_restart() {

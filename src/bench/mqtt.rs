@@ -361,6 +361,17 @@ async fn run_twins(
     Ok((Run { rate: got as f64 / secs, received, sent: sink.sent }, sink.dropped))
 }
 
+/// A twins run compared with the best bare client, as an extra (unchecked) figure.
+fn twins_figure(r: &Run, dropped: u64, best: f64) -> serde_json::Value {
+    json!({
+        "msg_per_s": round3(r.rate),
+        "sent": r.sent,
+        "received": r.received,
+        "dropped_at_queue": dropped,
+        "ratio_to_best_bare": round3(r.rate / best),
+    })
+}
+
 pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
     let n = a.messages.unwrap_or(if quick { 2_000 } else { 1_000_000 }).max(10);
     let warm = (n / 10).max(1);
@@ -446,32 +457,16 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
             let plain = Tuning { sensor_nice: None, ..tuning };
             let (d, d_dropped) =
                 run_twins(&broker, &counter, qos, &kind, twins, best * 1.2, inflight, warm, n, plain).await?;
-            report.figure(
-                "qos0_twins_sensor_nice_0",
-                json!({
-                    "msg_per_s": round3(d.rate),
-                    "sent": d.sent,
-                    "received": d.received,
-                    "dropped_at_queue": d_dropped,
-                    "ratio_to_best_bare": round3(d.rate / best),
-                }),
-            );
+            report.figure("qos0_twins_sensor_nice_0", twins_figure(&d, d_dropped, best));
         }
         if qos == 0 && small_fleet > 0 {
             let (small, small_dropped) =
                 run_twins(&broker, &counter, qos, &kind, small_fleet, best * 1.2, inflight, warm, n, tuning).await?;
-            report.figure(
-                "qos0_small_fleet",
-                json!({
-                    "twins": small_fleet,
-                    "offered_per_s": round3(small_fleet as f64 * 1e6 / interval_us(small_fleet, best * 1.2) as f64),
-                    "msg_per_s": round3(small.rate),
-                    "sent": small.sent,
-                    "received": small.received,
-                    "dropped_at_queue": small_dropped,
-                    "ratio_to_best_bare": round3(small.rate / best),
-                }),
-            );
+            let mut figure = twins_figure(&small, small_dropped, best);
+            figure["twins"] = json!(small_fleet);
+            figure["offered_per_s"] =
+                json!(round3(small_fleet as f64 * 1e6 / interval_us(small_fleet, best * 1.2) as f64));
+            report.figure("qos0_small_fleet", figure);
         }
         report.figure(&format!("qos{qos}_best_bare_msg_per_s"), round3(best));
         report.check(Check::at_least(&format!("qos{qos}_ratio_twins_to_best_bare"), round3(ratio), MIN_RATIO));
