@@ -12,6 +12,7 @@
 //! - [`consumer`]: the Redpanda consumer path into VictoriaMetrics against direct posts.
 
 pub mod consumer;
+mod counter;
 pub mod density;
 pub mod hist;
 pub mod mqtt;

@@ -20,14 +20,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use serde_json::json;
 
+use super::counter::Counter;
 use super::{free_port, parse_kinds, round3, Check, Report};
 use crate::config::Config;
 use crate::Runtime;
@@ -124,107 +125,6 @@ impl Drop for Broker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A subscriber to `#` on its own thread, counting messages.
-struct Counter {
-    count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Counter {
-    async fn start(port: u16, qos: QoS) -> Result<Counter, String> {
-        let count = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let subscribed = Arc::new(AtomicBool::new(false));
-        let (c, s, sub) = (count.clone(), stop.clone(), subscribed.clone());
-        let thread = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-            rt.block_on(async move {
-                let mut opts = MqttOptions::new(format!("bench-counter-{port}-{}", qos as u8), "127.0.0.1", port);
-                opts.set_keep_alive(Duration::from_secs(30));
-                opts.set_max_packet_size(1 << 20, 1 << 20);
-                let (client, mut el) = AsyncClient::new(opts, 100);
-                if client.subscribe("#", qos).await.is_err() {
-                    return;
-                }
-                while !s.load(Ordering::Relaxed) {
-                    match tokio::time::timeout(Duration::from_millis(200), el.poll()).await {
-                        Ok(Ok(Event::Incoming(Packet::Publish(_)))) => {
-                            c.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => sub.store(true, Ordering::Relaxed),
-                        Ok(Ok(_)) | Err(_) => {}
-                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(50)).await,
-                    }
-                }
-            });
-        });
-        super::wait_for("the counting subscriber's SUBACK", Duration::from_secs(10), || {
-            subscribed.load(Ordering::Relaxed)
-        })
-        .await?;
-        Ok(Counter { count, stop, thread: Some(thread) })
-    }
-
-    fn get(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-
-    /// Wait until `n` more than `base` arrived; returns when they had, or the count
-    /// reached when no message came for `idle`.
-    async fn wait_for(&self, base: u64, n: u64, idle: Duration) -> (u64, Instant) {
-        let mut last = self.get();
-        let mut last_change = Instant::now();
-        loop {
-            let c = self.get();
-            if c >= base + n {
-                return (c - base, Instant::now());
-            }
-            if c != last {
-                last = c;
-                last_change = Instant::now();
-            } else if last_change.elapsed() > idle {
-                return (c - base, last_change);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    /// The rate of `n` messages after `warm` ones: from when `warm` had arrived to when
-    /// `warm + n` had (or no more came for 10 s); returns (messages counted, seconds).
-    async fn measure(&self, base: u64, warm: u64, n: u64, first: Duration) -> (u64, f64) {
-        let (w, t0) = self.wait_for(base, warm, first).await;
-        let (total, t1) = self.wait_for(base, warm + n, Duration::from_secs(10)).await;
-        let got = total.saturating_sub(w);
-        (got, t1.duration_since(t0).as_secs_f64().max(1e-6))
-    }
-
-    /// Wait until nothing arrived for `quiet`; returns the count.
-    async fn settle(&self, quiet: Duration) -> u64 {
-        let mut last = self.get();
-        let mut since = Instant::now();
-        loop {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let c = self.get();
-            if c != last {
-                last = c;
-                since = Instant::now();
-            } else if since.elapsed() >= quiet {
-                return c;
-            }
-        }
-    }
-}
-
-impl Drop for Counter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -470,6 +370,10 @@ pub async fn run(a: MqttArgs, quick: bool) -> Result<Report, String> {
         }
         report.figure(&format!("qos{qos}_best_bare_msg_per_s"), round3(best));
         report.check(Check::at_least(&format!("qos{qos}_ratio_twins_to_best_bare"), round3(ratio), MIN_RATIO));
+        // A subscriber that stopped counting makes every rate after it short: say why.
+        if let Some(e) = counter.error() {
+            report.errors.push(format!("QoS {qos}: {e}"));
+        }
         drop(counter);
     }
     Ok(report)
