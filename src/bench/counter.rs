@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{Connect, Packet, Subscribe};
-use rumqttc::mqttbytes::QoS;
+use rumqttc::mqttbytes::{check, Error, QoS};
 
 /// Bytes read at once; a packet larger than this (none in the scenario) grows the buffer
 /// up to [`MAX_PACKET`].
@@ -43,19 +43,6 @@ pub(crate) struct Scanned {
     pub needs: Option<usize>,
 }
 
-/// The fixed header's length and the packet's remaining length, if the header is whole.
-fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, String> {
-    let mut len = 0usize;
-    for i in 0..4 {
-        let Some(&b) = buf.get(1 + i) else { return Ok(None) };
-        len |= ((b & 0x7f) as usize) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((2 + i, len)));
-        }
-    }
-    Err("malformed remaining length (more than 4 bytes)".into())
-}
-
 /// Walk the whole packets at the start of `buf`: count PUBLISHes, append a PUBACK to
 /// `acks` for each one at QoS 1, check CONNACK and SUBACK return codes.
 pub(crate) fn scan(buf: &[u8], acks: &mut Vec<u8>) -> Result<Scanned, String> {
@@ -63,16 +50,19 @@ pub(crate) fn scan(buf: &[u8], acks: &mut Vec<u8>) -> Result<Scanned, String> {
     let mut at = 0;
     while at < buf.len() {
         let rest = &buf[at..];
-        let Some((header, len)) = fixed_header(rest).map_err(|e| format!("byte {at}: {e}"))? else { break };
-        let total = header + len;
-        if total > MAX_PACKET {
-            return Err(format!("byte {at}: a packet of {total} bytes (at most {MAX_PACKET})"));
-        }
-        if rest.len() < total {
-            s.needs = Some(total);
-            break;
-        }
+        let fixed = match check(rest.iter(), MAX_PACKET) {
+            Ok(fixed) => fixed,
+            Err(Error::InsufficientBytes(missing)) => {
+                s.needs = Some(rest.len() + missing);
+                break;
+            }
+            Err(e) => return Err(format!("byte {at}: {e}")),
+        };
+        let total = fixed.frame_length();
+        // The type byte, then the remaining length's bytes (`check` read them: at most 4).
+        let header = 2 + rest[1..].iter().take_while(|b| **b & 0x80 != 0).count();
         let body = &rest[header..total];
+        let len = body.len();
         match rest[0] >> 4 {
             3 => {
                 s.publishes += 1;
